@@ -1,0 +1,1 @@
+"""predictors: schedule encoding and the learned quality predictor (train / rank / save)."""

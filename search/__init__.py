@@ -1,0 +1,1 @@
+"""search: search space, strategies, evaluator, engines, the search loop and the CLI."""

@@ -1,0 +1,149 @@
+"""Scalar math of the exponential integrators (float64, no tensors).
+
+Solving the diffusion ODE from s to t with h = λ_t − λ_s, in data-prediction form
+
+    x_t = (σ_t/σ_s)·x_s + α_t · Σ_{k<n} h·φ_{k+1}(−h) · D_k,
+
+and in noise-prediction form x_t = (α_t/α_s)·x_s − σ_t · Σ_{k<n} h·φ_{k+1}(h) · D_k, where
+D_k ≈ h^k·(d/dλ)^k of x̂₀ (or ε̂) at λ_s and φ₁(z) = (eᶻ−1)/z, φ_{k+1}(z) = (φ_k(z) − 1/k!)/z
+(Lu et al., DPM-Solver / DPM-Solver++; Zhao et al., UniPC; Liu et al., USF). Every update
+is returned as a linear combination ``ratio·x_s + Σ_j w_j·y_j`` over model outputs y_j.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ScheduleError
+from .schedule import Derivative, Estimator, Prediction
+
+#: Adams–Bashforth weights used by iPNDM (Zhang & Chen, DEIS), newest point first.
+IPNDM_WEIGHTS: dict[int, tuple[float, ...]] = {
+    1: (1.0,),
+    2: (3 / 2, -1 / 2),
+    3: (23 / 12, -16 / 12, 5 / 12),
+    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+}
+
+
+def phi(k: int, z: float) -> float:
+    """φ_k(z) = Σ_{j≥0} zʲ/(j+k)! for k ≥ 1 (series near 0, recurrence elsewhere)."""
+    if abs(z) < 1.0:
+        term, total = 1.0 / math.factorial(k), 0.0
+        for j in range(40):
+            total += term
+            term *= z / (j + k + 1)
+            if abs(term) < 1e-18 * abs(total):
+                break
+        return total + term
+    value = math.expm1(z) / z
+    for j in range(1, k):
+        value = (value - 1.0 / math.factorial(j)) / z
+    return value
+
+
+def derivative_weights(offsets: Sequence[float], k: int) -> np.ndarray:
+    """Weights a_m with D_k = Σ_m a_m·(y_m − y_s) for the polynomial through s and the points.
+
+    ``offsets`` are r_m = (λ_m − λ_s)/h; D_k is h^k times the k-th derivative at λ_s.
+    """
+    r = np.asarray(offsets, dtype=np.float64)
+    q = r.size
+    powers = np.arange(1, q + 1)
+    vander = r[:, None] ** powers[None, :] / np.array([math.factorial(p) for p in powers])[None, :]
+    return np.linalg.inv(vander)[k - 1]
+
+
+@dataclass(frozen=True)
+class Node:
+    """A point of the trajectory: λ, α, σ at one time."""
+
+    lam: float
+    alpha: float
+    sigma: float
+
+
+@dataclass(frozen=True)
+class Update:
+    """x_new = ratio·x_s + Σ weight·y[point], with y the ``prediction`` of each point."""
+
+    ratio: float
+    prediction: Prediction
+    weights: tuple[tuple[int, float], ...]
+
+
+def exponential_update(
+    prediction: Prediction,
+    estimator: Estimator,
+    derivatives: Sequence[Derivative],
+    s_index: int,
+    s: Node,
+    t: Node,
+    nodes: Mapping[int, Node],
+    new_point: int | None = None,
+) -> Update:
+    """The update s → t of order ``len(derivatives) + 1`` (+1 with ``new_point``, the corrector).
+
+    ``derivatives[k]`` names the earlier points (offsets from ``s_index``) for D_{k+1};
+    with ``new_point`` (the index of the point at t) every estimate also uses that point
+    and one more derivative is estimated from the highest one's points plus it (UniC).
+    """
+    data = prediction is Prediction.DATA
+    if data:
+        if s.sigma <= 0:
+            raise ScheduleError("cannot integrate from σ = 0")
+        ratio = t.sigma / s.sigma
+    else:
+        if s.alpha <= 0:
+            raise ScheduleError("noise prediction cannot start where α = 0 (use data prediction)")
+        ratio = t.alpha / s.alpha
+
+    if t.sigma == 0.0:  # exact limit h → ∞ of the first-order step to the data
+        if derivatives or new_point is not None:
+            raise ScheduleError("a step to the data (σ = 0) must be first order")
+        w0 = t.alpha if data else -(t.alpha * s.sigma / s.alpha)
+        return Update(ratio, prediction, ((s_index, w0),))
+
+    h = t.lam - s.lam
+    if data:
+        scale, z = t.alpha, -h
+        c0 = -t.alpha * math.expm1(-h)
+    else:
+        scale, z = -t.sigma, h
+        c0 = -(t.alpha * s.sigma / s.alpha - t.sigma)  # −σ_t(eʰ − 1), stable
+    weights: dict[int, float] = {s_index: c0}
+
+    specs = [(tuple(s_index + p for p in d.active_points), d.relaxation) for d in derivatives]
+    if new_point is not None:
+        specs = [((*pts, new_point), rel) for pts, rel in specs]
+        top = specs[-1][0] if specs else (new_point,)
+        specs.append((top, 1.0))
+
+    for k, (points, relaxation) in enumerate(specs, start=1):
+        offsets = [(nodes[j].lam - s.lam) / h for j in points]
+        if not all(math.isfinite(o) for o in offsets):
+            raise ScheduleError("a finite difference uses a point where λ is infinite (α = 0 or σ = 0)")
+        a = derivative_weights(offsets, k)
+        if k == 1 and len(points) == 1 and estimator in (Estimator.BH1, Estimator.BH2):
+            coeff = scale * h * (0.5 if estimator is Estimator.BH1 else 0.5 * phi(1, z))
+        else:
+            coeff = scale * h * phi(k + 1, z)
+        coeff *= relaxation
+        for j, a_m in zip(points, a):
+            weights[j] = weights.get(j, 0.0) + coeff * a_m
+            weights[s_index] -= coeff * a_m
+    return Update(ratio, prediction, tuple(weights.items()))
+
+
+def ipndm_update(order: int, s_index: int, s: Node, t: Node) -> Update:
+    """iPNDM: u_t = u_s + (ρ_t − ρ_s)·Σ b_j ε̂_{s−j} in u = x/α, ρ = σ/α."""
+    if s.alpha <= 0:
+        raise ScheduleError("noise prediction cannot start where α = 0 (use data prediction)")
+    rho_s, rho_t = s.sigma / s.alpha, t.sigma / t.alpha
+    step = t.alpha * (rho_t - rho_s)
+    weights = tuple((s_index - j, step * b) for j, b in enumerate(IPNDM_WEIGHTS[order]))
+    return Update(t.alpha / s.alpha, Prediction.NOISE, weights)

@@ -1,0 +1,109 @@
+"""Time grids: the N model-evaluation times of a baseline schedule.
+
+Continuous grids place N+1 points from t_max down to t_min and evaluate the model at
+the first N (the last point is the final time, or is replaced by the data time σ = 0),
+which is what diffusers' ``linspace`` spacing does for integer timesteps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .errors import ScheduleError
+from .noise_schedules import DiscreteVP, NoiseSchedule
+
+
+def _uniform_t(ns: NoiseSchedule, n: int) -> np.ndarray:
+    return np.linspace(ns.t_max, ns.t_min, n + 1)
+
+
+def _uniform_lambda(ns: NoiseSchedule, n: int) -> np.ndarray:
+    lam = np.linspace(ns.lambda_(ns.t_max), ns.lambda_(ns.t_min), n + 1)
+    return _endpoints(ns, ns.t_of_lambda(lam))
+
+
+def _quadratic(ns: NoiseSchedule, n: int) -> np.ndarray:
+    """Time-quadratic grid of DPM-Solver: t = (linspace(√t_max, √t_min))²."""
+    return np.linspace(np.sqrt(ns.t_max), np.sqrt(ns.t_min), n + 1) ** 2
+
+
+def _karras(ns: NoiseSchedule, n: int, rho: float = 7.0) -> np.ndarray:
+    """Karras et al. (EDM) ρ = 7 spacing of σ/α."""
+    hi, lo = float(ns.rho(ns.t_max)) ** (1 / rho), float(ns.rho(ns.t_min)) ** (1 / rho)
+    return _endpoints(ns, ns.t_of_rho(np.linspace(hi, lo, n + 1) ** rho))
+
+
+def _endpoints(ns: NoiseSchedule, times: np.ndarray) -> np.ndarray:
+    """Pin the ends exactly (round trips through λ lose the last bits)."""
+    times = np.asarray(times, dtype=np.float64).copy()
+    times[0], times[-1] = ns.t_max, ns.t_min
+    return times
+
+
+def _discrete(ns: NoiseSchedule, name: str) -> DiscreteVP:
+    if not isinstance(ns, DiscreteVP):
+        raise ScheduleError(f"grid {name!r} exists only for discrete-time (diffusers) models")
+    return ns
+
+
+def _linspace(ns: NoiseSchedule, n: int) -> np.ndarray:
+    T = _discrete(ns, "linspace").num_train_timesteps
+    return np.linspace(0, T - 1, n + 1).round()[::-1].copy()
+
+
+def _leading(ns: NoiseSchedule, n: int) -> np.ndarray:
+    """DDIM's ``leading`` spacing (steps_offset 0); the N model times only."""
+    T = _discrete(ns, "leading").num_train_timesteps
+    return (np.arange(0, n) * (T // n)).round()[::-1].astype(np.float64)
+
+
+def _trailing(ns: NoiseSchedule, n: int) -> np.ndarray:
+    """diffusers' ``trailing`` spacing; the N model times only."""
+    T = _discrete(ns, "trailing").num_train_timesteps
+    return np.arange(T, 0, -T / n).round() - 1.0
+
+
+#: name → (function, whether it returns N+1 points with the final one included)
+GRIDS: dict[str, tuple[Callable[[NoiseSchedule, int], np.ndarray], bool]] = {
+    "uniform_t": (_uniform_t, True),
+    "uniform_lambda": (_uniform_lambda, True),
+    "quadratic": (_quadratic, True),
+    "karras": (_karras, True),
+    "linspace": (_linspace, True),
+    "leading": (_leading, False),
+    "trailing": (_trailing, False),
+}
+
+
+def _ays(ns: NoiseSchedule, name: str, n: int) -> np.ndarray:
+    """Align-Your-Steps lists shipped by diffusers, log-linearly interpolated to N points."""
+    from diffusers.schedulers.scheduling_utils import AysSchedules
+
+    if name not in AysSchedules:
+        raise ScheduleError(f"grid 'ays:{name}': unknown list (known: {', '.join(sorted(AysSchedules))})")
+    base = np.asarray(AysSchedules[name], dtype=np.float64)
+    if base.size == n:
+        return base
+    log_rho = np.log(ns.rho(base))
+    new = np.interp(np.linspace(0, 1, n), np.linspace(0, 1, base.size), log_rho)
+    return np.asarray(ns.t_of_rho(np.exp(new)), dtype=np.float64)
+
+
+def model_times(grid: str | Sequence[float], n: int, ns: NoiseSchedule) -> tuple[float, ...]:
+    """The N times at which a baseline on ``grid`` evaluates the model."""
+    if n < 1:
+        raise ScheduleError(f"nfe: {n} must be at least 1")
+    if not isinstance(grid, str):
+        times = tuple(float(t) for t in grid)
+        if len(times) != n:
+            raise ScheduleError(f"grid: {len(times)} times given for nfe {n}")
+        return times
+    if grid.startswith("ays:"):
+        return tuple(float(t) for t in _ays(ns, grid[4:], n))
+    if grid not in GRIDS:
+        raise ScheduleError(f"grid: unknown {grid!r} (known: {', '.join(GRIDS)}, ays:<name>, or a list of times)")
+    fn, with_final = GRIDS[grid]
+    times = fn(ns, n)
+    return tuple(float(t) for t in (times[:-1] if with_final else times))

@@ -1,0 +1,177 @@
+"""``load_model``: resolve a model reference into a :class:`DiffusionModel`.
+
+References: a diffusers pipeline directory (``model_index.json`` with ``unet/`` and
+``scheduler/``), a bare UNet directory with a scheduler config beside it (in the same
+folder as ``scheduler_config.json``, in ``scheduler/``, or in ``../scheduler/``), a hub id
+(``org/name``, resolved by diffusers / huggingface_hub), or ``builtin:<name>``.
+A directory may carry ``schedsearch_model.json`` with extras: ``uncond_class_label`` (the
+null class for classifier-free guidance), ``data_mean``, ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelLoadError
+from .gmm import GaussianMixture
+from .models import DiffusionModel, Parameterization
+from .noise_schedules import ContinuousVPLinear, DiscreteVP
+
+SIDECAR = "schedsearch_model.json"
+_UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+
+
+class DiffusersUNet:
+    """Network adapter for diffusers UNets: ``cond`` is class labels or encoder states."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.unet = unet
+        self.conditional_on_text = type(unet).__name__ == "UNet2DConditionModel"
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        if isinstance(cond, dict):
+            return self.unet(x, t, **cond).sample
+        if self.conditional_on_text:
+            return self.unet(x, t, encoder_hidden_states=cond).sample
+        return self.unet(x, t, class_labels=cond).sample
+
+
+def _builtin_gmm_ring() -> DiffusionModel:
+    ns = DiscreteVP.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
+    return GaussianMixture.ring().as_model(ns, name="builtin:gmm-ring")
+
+
+def _builtin_gmm_8d() -> DiffusionModel:
+    mixture = GaussianMixture.random(8, 6, torch.Generator().manual_seed(0))
+    return mixture.as_model(ContinuousVPLinear(), name="builtin:gmm-8d")
+
+
+BUILTINS: dict[str, Callable[[], DiffusionModel]] = {
+    "gmm-ring": _builtin_gmm_ring,
+    "gmm-8d": _builtin_gmm_8d,
+}
+
+
+def load_model(
+    ref: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    uncond: Any = None,
+) -> DiffusionModel:
+    """Load the model named by ``ref`` (see the module docstring) on ``device``."""
+    text = str(ref)
+    if text.startswith("builtin:"):
+        name = text.split(":", 1)[1]
+        if name not in BUILTINS:
+            raise ModelLoadError(f"model: unknown builtin {name!r} (known: {', '.join(BUILTINS)})")
+        model = BUILTINS[name]()
+        if device is not None:
+            from dataclasses import replace
+
+            model = replace(model, device=torch.device(device))
+        return model
+    path = Path(text).expanduser()
+    if path.exists():
+        return _load_directory(path, device, dtype, uncond)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
+        return _load_hub(text, device, dtype, uncond)
+    raise ModelLoadError(f"model: path not found: {text}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"model: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"model: {path} is not a JSON object")
+    return data
+
+
+def _load_directory(path: Path, device: Any, dtype: torch.dtype | None, uncond: Any) -> DiffusionModel:
+    if not path.is_dir():
+        raise ModelLoadError(f"model: {path} is not a directory")
+    sidecar = _read_json(path / SIDECAR) if (path / SIDECAR).exists() else {}
+    index = path / "model_index.json"
+    if index.exists():
+        components = _read_json(index)
+        unet_name = next(
+            (k for k, v in components.items() if isinstance(v, list) and len(v) == 2 and v[1] in _UNET_CLASSES),
+            None,
+        )
+        if unet_name is None:
+            raise ModelLoadError(f"model: {index} lists no UNet2DModel/UNet2DConditionModel component")
+        unet_dir = path / unet_name
+        sched = path / "scheduler" / "scheduler_config.json"
+    else:
+        unet_dir = path
+        candidates = [path / "scheduler_config.json", path / "scheduler" / "scheduler_config.json",
+                      path.parent / "scheduler" / "scheduler_config.json"]
+        sched = next((c for c in candidates if c.exists()), candidates[0])
+    if not (unet_dir / "config.json").exists():
+        raise ModelLoadError(f"model: no UNet config.json in {unet_dir}")
+    if not sched.exists():
+        raise ModelLoadError(f"model: no scheduler config found for {path} (looked for {sched})")
+    unet_class = _read_json(unet_dir / "config.json").get("_class_name")
+    if unet_class not in _UNET_CLASSES:
+        raise ModelLoadError(f"model: {unet_dir} holds a {unet_class!r}, expected one of {', '.join(_UNET_CLASSES)}")
+    import diffusers
+
+    try:
+        unet = getattr(diffusers, unet_class).from_pretrained(unet_dir)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"model: cannot load UNet from {unet_dir}: {exc}") from None
+    return _assemble(unet, _read_json(sched), str(path), sidecar, device, dtype, uncond)
+
+
+def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any) -> DiffusionModel:
+    import diffusers
+
+    try:
+        config = diffusers.DDPMScheduler.load_config(repo_id, subfolder="scheduler")
+        unet_config = diffusers.UNet2DModel.load_config(repo_id, subfolder="unet")
+        unet_class = unet_config.get("_class_name", "UNet2DModel")
+        if unet_class not in _UNET_CLASSES:
+            raise ModelLoadError(f"model: hub id {repo_id} holds a {unet_class!r}")
+        unet = getattr(diffusers, unet_class).from_pretrained(repo_id, subfolder="unet")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # network, missing repo, offline cache miss: one line for the user
+        raise ModelLoadError(f"model: cannot load hub id {repo_id!r}: {type(exc).__name__}: {exc}") from None
+    return _assemble(unet, dict(config), repo_id, {}, device, dtype, uncond)
+
+
+def _assemble(
+    unet: torch.nn.Module,
+    sched_config: dict[str, Any],
+    name: str,
+    sidecar: dict[str, Any],
+    device: Any,
+    dtype: torch.dtype | None,
+    uncond: Any,
+) -> DiffusionModel:
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dt = dtype or next(unet.parameters()).dtype
+    unet = unet.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    cfg = unet.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
+    if uncond is None and "uncond_class_label" in sidecar:
+        uncond = torch.tensor(int(sidecar["uncond_class_label"]), device=dev)
+    return DiffusionModel(
+        network=DiffusersUNet(unet),
+        parameterization=Parameterization.from_diffusers(sched_config.get("prediction_type", "epsilon")),
+        noise_schedule=DiscreteVP.from_config(sched_config),
+        sample_shape=(int(cfg.in_channels), int(size[0]), int(size[1])),
+        device=dev,
+        dtype=dt,
+        uncond=uncond,
+        data_mean=sidecar.get("data_mean"),
+        name=str(sidecar.get("name", name)),
+        info={"source": name, "num_class_embeds": getattr(cfg, "num_class_embeds", None)},
+    )

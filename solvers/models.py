@@ -1,0 +1,150 @@
+"""Model adapters: any network + its parameterisation + its noise schedule → x̂₀ and ε̂.
+
+The network is a callable ``(x, t, cond) → output`` taking a batch of times in the
+model's own time domain (diffusers timesteps, continuous t, EDM σ, flow t).
+Classifier-free guidance lives here: conditional and unconditional branches run as one
+batched call, which counts as one model evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import torch
+
+from .errors import SolverError
+from .noise_schedules import NoiseSchedule
+
+Network = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+
+
+class Parameterization(StrEnum):
+    """What the network outputs. ``edm`` is a denoiser D(x; σ) (x̂₀ with α = 1)."""
+
+    EPS = "eps"
+    X0 = "x0"
+    V = "v"
+    FLOW = "flow"
+    EDM = "edm"
+
+    @classmethod
+    def from_diffusers(cls, prediction_type: str) -> Parameterization:
+        table = {"epsilon": cls.EPS, "sample": cls.X0, "v_prediction": cls.V, "flow_prediction": cls.FLOW}
+        if prediction_type not in table:
+            raise SolverError(f"prediction_type: unknown {prediction_type!r} (known: {', '.join(table)})")
+        return table[prediction_type]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """x̂₀ and ε̂ at one point, consistent with the x they were computed from."""
+
+    data: torch.Tensor
+    noise: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel:
+    """A diffusion model seen by the sampler.
+
+    ``uncond`` is the conditioning of the unconditional branch for classifier-free
+    guidance (a null class label, empty-prompt embeddings, …); ``data_mean`` is used by
+    the analytical first step ``mean``.
+    """
+
+    network: Network
+    parameterization: Parameterization
+    noise_schedule: NoiseSchedule
+    sample_shape: tuple[int, ...]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    uncond: Any = None
+    data_mean: torch.Tensor | float | None = None
+    name: str = "model"
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_dtype(self) -> torch.dtype:
+        """Dtype of the sampler state: at least float32 (fp16/bf16 models are upcast)."""
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
+
+    def output(self, x: torch.Tensor, t: float, cond: Any = None, guidance_scale: float | None = None) -> torch.Tensor:
+        """Raw network output at time ``t``, with classifier-free guidance when asked."""
+        batch = x.shape[0]
+        xin = x.to(self.dtype)
+        guided = guidance_scale is not None and guidance_scale != 1.0
+        if not guided:
+            times = torch.full((batch,), t, device=x.device, dtype=self.dtype)
+            return self.network(xin, times, cond).to(x.dtype)
+        if self.uncond is None or cond is None:
+            raise SolverError("guidance_scale needs conditioning (cond) and a model with an unconditional input (uncond)")
+        times = torch.full((2 * batch,), t, device=x.device, dtype=self.dtype)
+        both = self.network(torch.cat([xin, xin]), times, _stack_cond(cond, self.uncond, batch))
+        out_c, out_u = both.to(x.dtype).chunk(2)
+        return out_u + guidance_scale * (out_c - out_u)
+
+    def predict(
+        self, x: torch.Tensor, t: float, alpha: float, sigma: float, cond: Any = None, guidance_scale: float | None = None
+    ) -> Predictions:
+        """x̂₀ and ε̂ at (x, t), α = α(t), σ = σ(t)."""
+        return self.convert(self.output(x, t, cond, guidance_scale), x, alpha, sigma)
+
+    def convert(self, out: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float) -> Predictions:
+        p = self.parameterization
+        if p is Parameterization.EPS:
+            return Predictions((x - sigma * out) / alpha, out)
+        if p in (Parameterization.X0, Parameterization.EDM):
+            return Predictions(out, (x - alpha * out) / sigma)
+        if p is Parameterization.V:  # v = α ε − σ x₀ (VP: α² + σ² = 1)
+            return Predictions(alpha * x - sigma * out, sigma * x + alpha * out)
+        # flow velocity u = ε − x₀ with x = (1 − t) x₀ + t ε
+        return Predictions(x - sigma * out, x + alpha * out)
+
+    def analytic(self, x: torch.Tensor, alpha: float, sigma: float, kind: str) -> Predictions:
+        """Predictions of the analytical first step: x̂₀ = 0 or x̂₀ = data mean."""
+        if kind == "mean":
+            if self.data_mean is None:
+                raise SolverError("analytic_first_step 'mean' needs the model's data_mean")
+            x0 = torch.as_tensor(self.data_mean, device=x.device, dtype=x.dtype).expand_as(x)
+        else:
+            x0 = torch.zeros_like(x)
+        return Predictions(x0, (x - alpha * x0) / sigma)
+
+
+def _stack_cond(cond: Any, uncond: Any, batch: int) -> Any:
+    """Concatenate conditional and unconditional inputs along the batch (tensors or dicts of them)."""
+    if isinstance(cond, Mapping):
+        return {k: _stack_cond(v, uncond[k], batch) for k, v in cond.items()}
+    cond = torch.as_tensor(cond)
+    if cond.dim() == 0:
+        cond = cond.expand(batch)
+    u = torch.as_tensor(uncond, device=cond.device, dtype=cond.dtype)
+    if u.dim() == cond.dim() - 1:
+        u = u.unsqueeze(0)
+    return torch.cat([cond, u.expand_as(cond)])
+
+
+def from_callable(
+    fn: Network,
+    parameterization: Parameterization | str,
+    noise_schedule: NoiseSchedule,
+    sample_shape: tuple[int, ...],
+    **kwargs: Any,
+) -> DiffusionModel:
+    """Adapter for any torch callable ``fn(x, t, cond)``."""
+    return DiffusionModel(fn, Parameterization(parameterization), noise_schedule, tuple(sample_shape), **kwargs)
+
+
+class CountingNetwork:
+    """Wraps a network and counts its calls (NFE accounting)."""
+
+    def __init__(self, network: Network) -> None:
+        self.network = network
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        self.calls += 1
+        return self.network(x, t, cond)

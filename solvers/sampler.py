@@ -1,0 +1,73 @@
+"""One executor for every schedule: ``sample(model, schedule, noise)``.
+
+The loop makes exactly ``schedule.nfe`` model calls, batched, on the model's device.
+Point i is the model's prediction at t_i; a pseudo corrector of step i re-uses the
+prediction at t_{i+1} made from the uncorrected x_{i+1} (UniC), an implicit corrector
+evaluates the model once more at the corrected point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .coefficients import Update
+from .errors import SolverError
+from .models import DiffusionModel, Predictions
+from .plan import Plan, compile_plan
+from .schedule import Corrector, Prediction, Schedule
+
+
+def _combine(update: Update, x: torch.Tensor, points: dict[int, Predictions]) -> torch.Tensor:
+    """ratio·x + Σ w_j·y_j with y the update's prediction kind."""
+    out = x * update.ratio
+    data = update.prediction is Prediction.DATA
+    for j, w in update.weights:
+        out.add_(points[j].data if data else points[j].noise, alpha=w)
+    return out
+
+
+@torch.inference_mode()
+def sample(
+    model: DiffusionModel,
+    schedule: Schedule,
+    noise: torch.Tensor,
+    cond: Any = None,
+    guidance_scale: float | None = None,
+    plan: Plan | None = None,
+) -> torch.Tensor:
+    """Run ``schedule`` from the initial ``noise`` (x at t₀) and return x at t_N.
+
+    ``guidance_scale`` defaults to the schedule's own; ``plan`` may be passed to skip
+    compiling the same schedule again.
+    """
+    if plan is None:
+        plan = compile_plan(schedule, model.noise_schedule)
+    if tuple(noise.shape[1:]) != tuple(model.sample_shape):
+        raise SolverError(f"noise: shape {tuple(noise.shape)} does not match the model's (N, {model.sample_shape})")
+    scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
+    x = noise.to(device=model.device, dtype=model.state_dtype)
+    if cond is not None and isinstance(cond, torch.Tensor):
+        cond = cond.to(model.device)
+    points: dict[int, Predictions] = {}
+    x_prev = x
+    for i, sp in enumerate(plan.steps):
+        node = sp.node
+        if i == 0 and plan.analytic_first_step is not None:
+            pred = model.analytic(x, node.alpha, node.sigma, plan.analytic_first_step.value)
+        else:
+            pred = model.predict(x, sp.time, node.alpha, node.sigma, cond, scale)
+        if i > 0:
+            before = plan.steps[i - 1]
+            if before.corrector is not None:
+                points[i] = pred
+                x = _combine(before.corrector, x_prev, points)
+                if before.corrector_kind is Corrector.IMPLICIT:
+                    pred = model.predict(x, sp.time, node.alpha, node.sigma, cond, scale)
+        points[i] = pred
+        for j in [j for j in points if plan.last_use[j] < i]:
+            del points[j]
+        x_prev = x
+        x = _combine(sp.predictor, x, points)
+    return x
