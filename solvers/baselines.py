@@ -91,6 +91,11 @@ def baseline(
     factory, to_data = BASELINES[name]
     times = model_times(grid, nfe, ns)
     final = ns.data_time if to_data else ns.t_min
+    if not to_data and times[-1] <= final:
+        raise ScheduleError(
+            f"grid {grid if isinstance(grid, str) else 'list'}: its last model time {times[-1]:g} leaves no room "
+            f"for the final time {final:g} of noise-prediction solver {name!r}"
+        )
     grid_name = grid if isinstance(grid, str) else "custom"
     return Schedule(
         time_domain=ns.time_domain,
