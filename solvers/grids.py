@@ -19,8 +19,15 @@ def _uniform_t(ns: NoiseSchedule, n: int) -> np.ndarray:
     return np.linspace(ns.t_max, ns.t_min, n + 1)
 
 
+def _finite_lambda(ns: NoiseSchedule, grid: str) -> tuple[float, float]:
+    lo, hi = float(ns.lambda_(ns.t_max)), float(ns.lambda_(ns.t_min))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ScheduleError(f"grid {grid!r} needs finite λ at both ends of [{ns.t_min:g}, {ns.t_max:g}] (α, σ > 0)")
+    return lo, hi
+
+
 def _uniform_lambda(ns: NoiseSchedule, n: int) -> np.ndarray:
-    lam = np.linspace(ns.lambda_(ns.t_max), ns.lambda_(ns.t_min), n + 1)
+    lam = np.linspace(*_finite_lambda(ns, "uniform_lambda"), n + 1)
     return _endpoints(ns, ns.t_of_lambda(lam))
 
 
@@ -31,7 +38,8 @@ def _quadratic(ns: NoiseSchedule, n: int) -> np.ndarray:
 
 def _karras(ns: NoiseSchedule, n: int, rho: float = 7.0) -> np.ndarray:
     """Karras et al. (EDM) ρ = 7 spacing of σ/α."""
-    hi, lo = float(ns.rho(ns.t_max)) ** (1 / rho), float(ns.rho(ns.t_min)) ** (1 / rho)
+    lam_hi, lam_lo = _finite_lambda(ns, "karras")
+    hi, lo = np.exp(-lam_hi / rho), np.exp(-lam_lo / rho)
     return _endpoints(ns, ns.t_of_rho(np.linspace(hi, lo, n + 1) ** rho))
 
 

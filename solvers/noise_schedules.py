@@ -272,10 +272,14 @@ class EDM(NoiseSchedule):
 
 @dataclass(frozen=True, eq=False)
 class RectifiedFlow(NoiseSchedule):
-    """Rectified flow: α = 1 − t, σ = t, t ∈ [t_lo, t_hi] ⊂ (0, 1]."""
+    """Rectified flow: α = 1 − t, σ = t, t ∈ [t_lo, t_hi] ⊂ (0, 1].
+
+    At t = 1 (pure noise) λ = −∞: only first-order data-prediction steps can start
+    there, so the default range ends at 0.999 as diffusers' flow sigmas (1 − 1/1000) do.
+    """
 
     t_lo: float = 1e-3
-    t_hi: float = 1.0
+    t_hi: float = 0.999
     time_domain: ClassVar[str] = "flow"
 
     @property
