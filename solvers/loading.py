@@ -124,7 +124,7 @@ def _load_directory(path: Path, device: Any, dtype: torch.dtype | None, uncond: 
     import diffusers
 
     try:
-        unet = getattr(diffusers, unet_class).from_pretrained(unet_dir)
+        unet = getattr(diffusers, unet_class).from_pretrained(unet_dir, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"model: cannot load UNet from {unet_dir}: {exc}") from None
     return _assemble(unet, _read_json(sched), str(path), sidecar, device, dtype, uncond)
@@ -139,7 +139,7 @@ def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any)
         unet_class = unet_config.get("_class_name", "UNet2DModel")
         if unet_class not in _UNET_CLASSES:
             raise ModelLoadError(f"model: hub id {repo_id} holds a {unet_class!r}")
-        unet = getattr(diffusers, unet_class).from_pretrained(repo_id, subfolder="unet")
+        unet = getattr(diffusers, unet_class).from_pretrained(repo_id, subfolder="unet", low_cpu_mem_usage=False)
     except ModelLoadError:
         raise
     except Exception as exc:  # network, missing repo, offline cache miss: one line for the user
@@ -158,7 +158,9 @@ def _assemble(
 ) -> DiffusionModel:
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dt = dtype or next(unet.parameters()).dtype
-    unet = unet.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    if dt != next(unet.parameters()).dtype:
+        unet = unet.to(dtype=dt)
+    unet = unet.to(device=dev).eval().requires_grad_(False)
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, (list, tuple)) else (cfg.sample_size, cfg.sample_size)
     if uncond is None and "uncond_class_label" in sidecar:

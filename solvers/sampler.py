@@ -28,6 +28,14 @@ def _combine(update: Update, x: torch.Tensor, points: dict[int, Predictions]) ->
     return out
 
 
+def _to_device(cond: Any, device: torch.device) -> Any:
+    if isinstance(cond, torch.Tensor):
+        return cond.to(device)
+    if isinstance(cond, dict):
+        return {k: _to_device(v, device) for k, v in cond.items()}
+    return cond
+
+
 @torch.inference_mode()
 def sample(
     model: DiffusionModel,
@@ -48,8 +56,7 @@ def sample(
         raise SolverError(f"noise: shape {tuple(noise.shape)} does not match the model's (N, {model.sample_shape})")
     scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
     x = noise.to(device=model.device, dtype=model.state_dtype)
-    if cond is not None and isinstance(cond, torch.Tensor):
-        cond = cond.to(model.device)
+    cond = _to_device(cond, model.device)
     points: dict[int, Predictions] = {}
     x_prev = x
     for i, sp in enumerate(plan.steps):

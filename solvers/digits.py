@@ -1,0 +1,51 @@
+"""The bundled 8×8 digits data (scikit-learn's ``load_digits``) and its fixed split.
+
+Pixels 0…16 are mapped to [−1, 1]. The split is seeded and fixed so that the model,
+the classifier and the reference statistics all agree on which images are held out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ASSETS = Path(__file__).parent / "assets"
+DIGITS_MODEL_DIR = ASSETS / "digits"
+NUM_CLASSES = 10
+SPLIT_SEED = 20240601
+HELD_OUT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    """Images (N, 1, 8, 8) in [−1, 1] and labels (N,) of one split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def to_unit_range(pixels: np.ndarray) -> torch.Tensor:
+    """sklearn digits pixels (0…16) → float32 in [−1, 1], shape (N, 1, 8, 8)."""
+    return torch.from_numpy(np.asarray(pixels, dtype=np.float32).reshape(-1, 1, 8, 8) / 8.0 - 1.0)
+
+
+def load_digits_split() -> tuple[DigitsData, DigitsData]:
+    """(train, held-out) splits of the 1,797 digits, stratified by class, fixed seed."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rng = np.random.default_rng(SPLIT_SEED)
+    held = np.zeros(len(data.target), dtype=bool)
+    for c in range(NUM_CLASSES):
+        idx = np.flatnonzero(data.target == c)
+        held[rng.choice(idx, size=int(round(HELD_OUT_FRACTION * idx.size)), replace=False)] = True
+    images, labels = to_unit_range(data.data), torch.from_numpy(data.target.astype(np.int64))
+    train = DigitsData(images[~held], labels[~held])
+    test = DigitsData(images[held], labels[held])
+    return train, test
