@@ -49,3 +49,38 @@ def load_digits_split() -> tuple[DigitsData, DigitsData]:
     train = DigitsData(images[~held], labels[~held])
     test = DigitsData(images[held], labels[held])
     return train, test
+
+
+class DigitsClassifier(torch.nn.Module):
+    """A small CNN on 8×8 digits in [−1, 1]; ``features`` is its 128-d penultimate layer."""
+
+    FEATURE_DIM = 128
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.GELU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 2 * 2, self.FEATURE_DIM), nn.GELU(),
+        )
+        self.head = nn.Linear(self.FEATURE_DIM, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+CLASSIFIER_WEIGHTS = ASSETS / "digits_classifier.safetensors"
+
+
+def load_digits_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
+    """The bundled classifier, in eval mode."""
+    from safetensors.torch import load_file
+
+    model = DigitsClassifier()
+    model.load_state_dict(load_file(str(CLASSIFIER_WEIGHTS)))
+    return model.to(device).eval().requires_grad_(False)

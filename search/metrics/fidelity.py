@@ -1,0 +1,153 @@
+"""FID / KID / precision-recall through torch-fidelity, offline.
+
+The bundled digits classifier's penultimate features are registered as the torch-fidelity
+feature extractor ``schedsearch-digits``; any other registered extractor name (e.g.
+``inception-v3-compat`` with its weights available) is a config switch away.
+Reference statistics are cached by torch-fidelity under a name derived from the content
+(reference images + extractor + settings), so a changed reference is never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+DIGITS_EXTRACTOR = "schedsearch-digits"
+
+
+def register_digits_extractor() -> str:
+    """Register the digits extractor with torch-fidelity (idempotent, per process / Ray worker)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if DIGITS_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(DIGITS_EXTRACTOR, _digits_extractor_class())
+    return DIGITS_EXTRACTOR
+
+
+def _digits_extractor_class() -> type:
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    from solvers.digits import load_digits_classifier
+
+    class DigitsFeatureExtractor(FeatureExtractorBase):
+        """uint8 images (N, 1, 8, 8) → (penultimate features, logits) of the digits classifier."""
+
+        def __init__(self, name: str, features_list: list[str], **kwargs: Any) -> None:
+            super().__init__(name, features_list)
+            self.net = load_digits_classifier()
+
+        @staticmethod
+        def get_provided_features_list() -> tuple[str, ...]:
+            return ("features", "logits")
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric: str) -> str:
+            return "features"
+
+        @staticmethod
+        def can_be_compiled() -> bool:
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile() -> torch.Tensor:
+            return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            x = x.float() / 127.5 - 1.0
+            feats = self.net.features(x)
+            out = {"features": feats, "logits": self.net.head(feats)}
+            return tuple(out[name] for name in self.features_list)
+
+    return DigitsFeatureExtractor
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [−1, 1] → uint8 in [0, 255] (what torch-fidelity takes)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+class ImageTensorDataset(Dataset):
+    """A torch-fidelity input: uint8 image tensors (N, C, H, W)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        if images.dtype != torch.uint8:
+            images = to_uint8(images)
+        self.images = images
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Which torch-fidelity metrics to compute and how."""
+
+    extractor: str = DIGITS_EXTRACTOR
+    fid: bool = True
+    kid: bool = True
+    prc: bool = True
+    kid_subset_size: int = 1000
+    batch_size: int = 500
+    cache_root: Path | None = None
+
+    def settings_key(self) -> str:
+        return f"{self.extractor}|kid{self.kid_subset_size}"
+
+
+def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:
+    """Hash of the reference images, the extractor (and its weights) and the settings."""
+    h = hashlib.sha256()
+    ref = to_uint8(reference) if reference.dtype != torch.uint8 else reference
+    h.update(str(tuple(ref.shape)).encode())
+    h.update(ref.contiguous().numpy().tobytes())
+    h.update(config.settings_key().encode())
+    if config.extractor == DIGITS_EXTRACTOR:
+        from solvers.digits import CLASSIFIER_WEIGHTS
+
+        h.update(CLASSIFIER_WEIGHTS.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def fidelity_metrics(samples: torch.Tensor, reference: torch.Tensor, config: FidelityConfig) -> dict[str, float]:
+    """torch-fidelity metrics of ``samples`` against ``reference`` (reference statistics cached by content)."""
+    import torch_fidelity
+
+    if config.extractor == DIGITS_EXTRACTOR:
+        register_digits_extractor()
+    n = int(samples.shape[0])
+    kwargs: dict[str, Any] = dict(
+        input1=ImageTensorDataset(samples),
+        input2=ImageTensorDataset(reference),
+        cuda=torch.cuda.is_available(),
+        feature_extractor=config.extractor,
+        fid=config.fid,
+        kid=config.kid and n >= 2,
+        prc=config.prc,
+        kid_subset_size=min(config.kid_subset_size, n, int(reference.shape[0])),
+        batch_size=config.batch_size,
+        verbose=False,
+        save_cpu_ram=True,
+    )
+    if config.cache_root is not None:
+        kwargs.update(cache=True, cache_root=str(config.cache_root), input2_cache_name=f"ref-{content_key(reference, config)}")
+    else:
+        kwargs.update(cache=False)
+    raw: Mapping[str, float] = torch_fidelity.calculate_metrics(**kwargs)
+    names = {
+        "frechet_inception_distance": "fid",
+        "kernel_inception_distance_mean": "kid",
+        "kernel_inception_distance_std": "kid_std",
+        "precision": "precision",
+        "recall": "recall",
+        "f_score": "f_score",
+    }
+    return {names[k]: float(v) for k, v in raw.items() if k in names}
