@@ -120,6 +120,42 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     print(f"sampled {x.shape[0]} with NFE {schedule.nfe} on {model.name}; wrote {where}")
 
 
+def _csv(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from solvers import BASELINES, load_model
+
+    from .compare import default_evaluator, format_table, plot, rows_to_json, run_compare
+
+    unknown = [s for s in args.solvers if s not in BASELINES]
+    if unknown:
+        raise UserError(f"--solvers: unknown {unknown[0]!r} (known: {', '.join(BASELINES)})")
+    if any(n < 1 for n in args.nfe):
+        raise UserError("--nfe: every NFE must be at least 1")
+    schedules = [(Path(p).stem, _read_schedule(p)) for p in args.schedules]
+    model = load_model(args.model, device=args.device)
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
+    evaluator = default_evaluator(model, args.samples, args.seed, args.guidance_scale, cache_root=cache)
+    rows = run_compare(model, evaluator, args.nfe, args.solvers, args.grids, schedules, progress=not args.quiet)
+    print(f"{model.name}: {args.samples} samples, seed {args.seed}, guidance {args.guidance_scale}")
+    format_table(rows, evaluator.objective, sys.stdout)
+    if args.plot:
+        plot(rows, evaluator.objective, Path(args.plot), f"{model.name} — {evaluator.objective} vs NFE")
+        print(f"plot: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(rows_to_json(rows) + "\n")
+        print(f"results: {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="schedsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -146,11 +182,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the samples tensor here (.pt)")
     p.add_argument("--png", help="write an image grid here (image models)")
     p.set_defaults(run=_cmd_sample)
+
+    p = sub.add_parser("compare", help="evaluate every baseline (solver × grid) and given schedules per NFE")
+    p.add_argument("--model", required=True, help="diffusers directory, hub id, or builtin:<name>")
+    p.add_argument("--nfe", type=_ints, default=[3, 4, 5, 6, 8, 10], help="comma-separated NFE list")
+    p.add_argument("--solvers", type=_csv, default=None, help="comma-separated baseline names (default: all)")
+    p.add_argument("--grids", type=_csv, default=["uniform_t", "uniform_lambda", "quadratic", "karras"],
+                   help="comma-separated grid names")
+    p.add_argument("--schedules", type=_csv, default=[], help="comma-separated schedule JSON files to include")
+    p.add_argument("-n", "--samples", type=int, default=1000, help="samples per evaluation (fixed noise)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fixed noise set")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    p.add_argument("--device", help="torch device (default: cuda if available)")
+    p.add_argument("--plot", default="compare.png", help="quality-vs-NFE plot (PNG); '' for none")
+    p.add_argument("--json", help="write all results as JSON here")
+    p.add_argument("--cache-dir", default="~/.cache/schedsearch", help="reference-statistics cache")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "compare" and args.solvers is None:
+        from solvers import BASELINES
+
+        args.solvers = list(BASELINES)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)

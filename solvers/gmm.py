@@ -105,7 +105,7 @@ class GaussianMixture:
             dtype=dtype,
             data_mean=self.mean.to(dtype),
             name=name,
-            info={"kind": "gaussian_mixture", "components": int(self.weights.numel()), "dim": self.dim},
+            info={"kind": "gaussian_mixture", "mixture": self, "components": int(self.weights.numel()), "dim": self.dim},
         )
 
 

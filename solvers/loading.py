@@ -175,5 +175,5 @@ def _assemble(
         uncond=uncond,
         data_mean=sidecar.get("data_mean"),
         name=str(sidecar.get("name", name)),
-        info={"source": name, "num_class_embeds": getattr(cfg, "num_class_embeds", None)},
+        info={"source": name, "num_class_embeds": getattr(cfg, "num_class_embeds", None), **sidecar.get("info", {})},
     )

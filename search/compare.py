@@ -1,0 +1,173 @@
+"""``schedsearch compare``: every baseline (solver × grid) and given schedules, per NFE.
+
+The first thing a user runs on their own model: a table of the objective per NFE (best
+marked) and a quality-vs-NFE plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from solvers import DiffusionModel, GaussianMixture, Schedule, ScheduleError, baseline
+
+from .evaluator import EvalResult, Evaluator, SampleEvaluator
+from .metrics.fidelity import FidelityConfig
+from .metrics.quality import LOWER_IS_BETTER, ClassAccuracy, FidelityMetric, Metric, MixtureMetrics, ReferenceDistance
+from .noise_set import NoiseSet
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    nfe: int
+    result: EvalResult
+
+
+def default_evaluator(
+    model: DiffusionModel,
+    num_samples: int,
+    seed: int = 0,
+    guidance_scale: float | None = None,
+    reference_images: torch.Tensor | None = None,
+    cache_root: Path | None = None,
+) -> Evaluator:
+    """Metrics that fit the model: exact laws for mixtures, FID/KID/PR + accuracy for digits, else reference RMSE."""
+    mixture = model.info.get("mixture")
+    num_classes = model.info.get("num_class_embeds")
+    classes = (num_classes - 1 if model.uncond is not None else num_classes) if num_classes else None
+    noises = NoiseSet.draw(model.sample_shape, num_samples, seed, classes, dtype=model.state_dtype)
+    ref_schedule = baseline("dpmpp_3m", 100, model)
+    metrics: list[Metric] = [ReferenceDistance(model, ref_schedule, guidance_scale)]
+    objective = "ref_rmse"
+    if isinstance(mixture, GaussianMixture):
+        metrics.append(MixtureMetrics(mixture))
+        objective = "mmd"
+    if model.info.get("digits"):
+        from solvers.digits import load_digits_classifier, load_digits_split
+
+        train, _ = load_digits_split()
+        reference_images = train.images if reference_images is None else reference_images
+        metrics.append(ClassAccuracy(load_digits_classifier()))
+    if reference_images is not None:
+        metrics.append(FidelityMetric(reference_images, FidelityConfig(cache_root=cache_root)))
+        objective = "fid"
+    return SampleEvaluator(model, noises, metrics, objective, guidance_scale=guidance_scale)
+
+
+def run_compare(
+    model: DiffusionModel,
+    evaluator: Evaluator,
+    nfes: Sequence[int],
+    solvers: Sequence[str],
+    grids: Sequence[str],
+    schedules: Sequence[tuple[str, Schedule]] = (),
+    progress: bool = True,
+) -> list[Row]:
+    """Evaluate every (solver, grid) at every NFE and every given schedule."""
+    from tqdm import tqdm
+
+    jobs: list[tuple[str, int, Schedule | str]] = [
+        (f"{solver}/{grid}", nfe, f"{solver}|{grid}") for solver in solvers for grid in grids for nfe in nfes
+    ]
+    jobs += [(label, s.nfe, s) for label, s in schedules]
+    rows = []
+    bar = tqdm(jobs, disable=not progress, file=sys.stderr, unit="eval", dynamic_ncols=True)
+    for label, nfe, spec in bar:
+        bar.set_description(f"{label} NFE {nfe}")
+        if isinstance(spec, str):
+            solver, grid = spec.split("|")
+            try:
+                schedule = baseline(solver, nfe, model, grid=grid)
+            except ScheduleError as exc:
+                rows.append(Row(label, nfe, EvalResult({}, None, 0, 0.0, str(exc))))
+                continue
+        else:
+            schedule = spec
+        result = evaluator.evaluate(schedule)
+        rows.append(Row(label, nfe, result))
+        if result.objective is not None:
+            bar.set_postfix({evaluator.objective: f"{result.metrics[evaluator.objective]:.4g}"})
+    return rows
+
+
+def format_table(rows: Sequence[Row], objective: str, out: TextIO) -> None:
+    """Rows = solver/grid or schedule, columns = NFE; the best value per NFE is starred."""
+    nfes = sorted({r.nfe for r in rows})
+    labels = list(dict.fromkeys(r.label for r in rows))
+    cell = {(r.label, r.nfe): r.result for r in rows}
+    best = {}
+    for nfe in nfes:
+        ok = [(res.objective, label) for (label, n), res in cell.items() if n == nfe and res.objective is not None]
+        if ok:
+            best[nfe] = min(ok)[1]
+    width = max(len(label) for label in labels) + 2
+    direction = "lower" if objective in LOWER_IS_BETTER else "higher"
+    out.write(f"{objective} ({direction} is better; * = best at that NFE)\n")
+    out.write(f"{'':<{width}}" + "".join(f"{'NFE ' + str(n):>12}" for n in nfes) + "\n")
+    for label in labels:
+        line = f"{label:<{width}}"
+        for nfe in nfes:
+            res = cell.get((label, nfe))
+            if res is None:
+                text = ""
+            elif res.failed:
+                text = "failed"
+            else:
+                text = f"{res.metrics[objective]:.4g}" + ("*" if best.get(nfe) == label else " ")
+            line += f"{text:>12}"
+        out.write(line + "\n")
+
+
+def plot(rows: Sequence[Row], objective: str, path: Path, title: str) -> None:
+    """Quality vs NFE: per solver its best grid at each NFE; given schedules as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r.result.objective is None:
+            continue
+        name = r.label.split("/")[0]
+        value = r.result.metrics[objective]
+        current = series.setdefault(name, {}).get(r.nfe)
+        better = current is None or (value < current if objective in LOWER_IS_BETTER else value > current)
+        if better:
+            series[name][r.nfe] = value
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, values in sorted(series.items()):
+        xs = sorted(values)
+        ax.plot(xs, [values[x] for x in xs], marker="o" if len(xs) > 1 else "*", label=name)
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(objective)
+    if all(v > 0 for s in series.values() for v in s.values()):
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def rows_to_json(rows: Sequence[Row]) -> str:
+    def clean(v: float) -> float | None:
+        return v if math.isfinite(v) else None
+
+    return json.dumps(
+        [
+            {"label": r.label, "nfe": r.nfe, "metrics": {k: clean(v) for k, v in r.result.metrics.items()},
+             "objective": r.result.objective, "error": r.result.error, "seconds": round(r.result.seconds, 3)}
+            for r in rows
+        ],
+        indent=2,
+    )
