@@ -52,7 +52,16 @@ def _builtin_gmm_8d() -> DiffusionModel:
     return mixture.as_model(ContinuousVPLinear(), name="builtin:gmm-8d")
 
 
+def _builtin_digits() -> DiffusionModel:
+    from .digits import DIGITS_MODEL_DIR
+
+    if not (DIGITS_MODEL_DIR / "model_index.json").exists():
+        raise ModelLoadError(f"model: the bundled digits model is missing from {DIGITS_MODEL_DIR}")
+    return _load_directory(DIGITS_MODEL_DIR, "cpu", None, None)
+
+
 BUILTINS: dict[str, Callable[[], DiffusionModel]] = {
+    "digits": _builtin_digits,
     "gmm-ring": _builtin_gmm_ring,
     "gmm-8d": _builtin_gmm_8d,
 }
@@ -71,10 +80,8 @@ def load_model(
         if name not in BUILTINS:
             raise ModelLoadError(f"model: unknown builtin {name!r} (known: {', '.join(BUILTINS)})")
         model = BUILTINS[name]()
-        if device is not None:
-            from dataclasses import replace
-
-            model = replace(model, device=torch.device(device))
+        if device is not None and torch.device(device) != model.device:
+            model = _moved(model, torch.device(device))
         return model
     path = Path(text).expanduser()
     if path.exists():
@@ -82,6 +89,14 @@ def load_model(
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
         return _load_hub(text, device, dtype, uncond)
     raise ModelLoadError(f"model: path not found: {text}")
+
+
+def _moved(model: DiffusionModel, device: torch.device) -> DiffusionModel:
+    from dataclasses import replace
+
+    if isinstance(model.network, DiffusersUNet):
+        model.network.unet.to(device)
+    return replace(model, device=device, uncond=None if model.uncond is None else torch.as_tensor(model.uncond).to(device))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -93,3 +93,30 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert len(lines) == 1, out.stderr
     assert message in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_compare_prints_a_table_and_writes_a_plot(tmp_path):
+    schedule = tmp_path / "mine.json"
+    schedule.write_text(baseline("unipc_bh2", 4, load_model("builtin:gmm-ring"), grid="karras").to_json())
+    out = run("compare", "--model", "builtin:gmm-ring", "--nfe", "3,5", "--solvers", "ddim,dpmpp_2m",
+              "--grids", "uniform_lambda,karras", "-n", "500", "--schedules", str(schedule),
+              "--plot", str(tmp_path / "cmp.png"), "--json", str(tmp_path / "cmp.json"), "-q")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].startswith("mmd (lower is better")
+    assert lines[2].split() == ["NFE", "3", "NFE", "4", "NFE", "5"]  # the given schedule adds NFE 4
+    assert sum(line.count("*") for line in lines[3:]) == 3  # one best per NFE column
+    assert any(line.startswith("mine") for line in lines)
+    results = json.loads((tmp_path / "cmp.json").read_text())
+    assert len(results) == 2 * 2 * 2 + 1
+    assert all(r["metrics"]["mmd"] is not None and "ref_rmse" in r["metrics"] for r in results)
+    assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_bad_input(tmp_path):
+    out = run("compare", "--model", "builtin:gmm-ring", "--solvers", "rk45", "-q")
+    assert out.returncode != 0 and out.stderr.strip() == "schedsearch: error: --solvers: unknown 'rk45' " \
+        "(known: ddim, dpm_solver_1, dpm_solver_2, dpm_solver_3, dpmpp_2m, dpmpp_3m, unipc_bh1, unipc_bh2, " \
+        "unip_bh1, unip_bh2, ipndm)"
+    out = run("compare", "--model", "builtin:gmm-ring", "--nfe", "3,x", "-q")
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
