@@ -65,3 +65,20 @@ def test_cache_is_keyed_by_content(tmp_path):
     other_extractor = FidelityConfig(extractor="inception-v3-compat", cache_root=tmp_path)
     assert content_key(TRAIN.images, other_extractor) != content_key(TRAIN.images, config)
     assert content_key(TRAIN.images, FidelityConfig(kid_subset_size=100)) != content_key(TRAIN.images, config)
+
+
+def test_registration_in_ray_workers(ray_runtime):
+    """Each Ray worker registers the extractor itself (twice is harmless) and gets the same FID."""
+
+    @ray_runtime.remote
+    def fid_in_worker(samples: torch.Tensor, reference: torch.Tensor) -> float:
+        from search.metrics.fidelity import FidelityConfig, fidelity_metrics, register_digits_extractor
+
+        register_digits_extractor()
+        register_digits_extractor()
+        return fidelity_metrics(samples, reference, FidelityConfig(kid=False, prc=False))["fid"]
+
+    samples, reference = TEST.images[:200], TRAIN.images
+    expected = fidelity_metrics(samples, reference, FidelityConfig(kid=False, prc=False))["fid"]
+    values = ray_runtime.get([fid_in_worker.remote(samples, reference) for _ in range(3)])
+    assert values == pytest.approx([expected] * 3, rel=1e-9)
