@@ -1,0 +1,272 @@
+"""The trial store: every search and trial, the single source of truth for resume and queries.
+
+One SQLAlchemy implementation serves SQLite (a file; WAL, busy timeout, foreign keys,
+write transactions taken with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of
+failing) and PostgreSQL (by URL). Every write is one transaction: a crash leaves a
+trial either fully recorded or absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .models import Base, BestScheduleRow, PredictorCheckpointRow, SearchRow, TrialRow
+from .records import NewTrial, PredictorCheckpoint, SearchRecord, TrialRecord, TrialState
+
+DEFAULT_DB = "sqlite:///schedsearch.db"
+
+
+class StoreError(Exception):
+    """A problem with the database a user can act on (unreachable, not ours, unknown search)."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sqlite_engine(url: str, read_only: bool) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun explicitly below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 60000")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if not read_only:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+class TrialStore:
+    """Searches, trials, best schedules and predictor checkpoints in one SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str = DEFAULT_DB, *, create: bool = True, read_only: bool = False) -> TrialStore:
+        """Open (and with ``create`` initialise) the store at ``url``; one clear error otherwise."""
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.exists() and not create:
+                raise StoreError(f"database not found: {path}")
+            engine = _sqlite_engine(url, read_only)
+        else:
+            try:
+                engine = create_engine(url, pool_pre_ping=True)
+            except Exception as exc:  # bad URL or missing driver
+                raise StoreError(f"database URL {url!r}: {exc}") from None
+        store = cls(engine)
+        try:
+            tables = set(inspect(engine).get_table_names())
+        except DBAPIError as exc:
+            raise StoreError(f"cannot open database {engine.url!r}: {str(exc.orig).strip().splitlines()[0]}") from None
+        ours = set(Base.metadata.tables)
+        if not ours <= tables:
+            if not create:
+                raise StoreError(f"{engine.url!r} is not a schedsearch database (no trial tables)")
+            Base.metadata.create_all(engine)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self._session() as session, session.begin():
+            yield session
+
+    # -- searches --------------------------------------------------------------------------
+
+    def create_search(self, name: str, config: Mapping[str, Any], model_ref: str, objective: str) -> SearchRecord:
+        try:
+            with self._tx() as s:
+                row = SearchRow(name=name, config=dict(config), model_ref=model_ref, objective=objective)
+                s.add(row)
+                s.flush()
+                return _search(row)
+        except IntegrityError:
+            raise StoreError(f"a search named {name!r} already exists") from None
+
+    def get_search(self, name: str) -> SearchRecord:
+        with self._tx() as s:
+            row = s.scalar(select(SearchRow).where(SearchRow.name == name))
+            if row is None:
+                raise StoreError(f"no search named {name!r}")
+            return _search(row)
+
+    def list_searches(self) -> list[SearchRecord]:
+        with self._tx() as s:
+            return [_search(r) for r in s.scalars(select(SearchRow).order_by(SearchRow.id))]
+
+    def set_status(self, search: SearchRecord, status: str) -> None:
+        with self._tx() as s:
+            s.execute(update(SearchRow).where(SearchRow.id == search.id).values(status=status, updated_at=_now()))
+
+    # -- trials ----------------------------------------------------------------------------
+
+    def _insert(self, s: Session, search: SearchRecord, trials: Sequence[NewTrial], state: TrialState,
+                worker: str | None) -> list[TrialRow]:
+        """Insert trials with the next consecutive numbers of the search (inside a write transaction)."""
+        if self.engine.dialect.name == "postgresql":  # serialise numbering per search
+            s.execute(select(SearchRow.id).where(SearchRow.id == search.id).with_for_update())
+        start = s.scalar(select(func.coalesce(func.max(TrialRow.number), -1)).where(
+            TrialRow.search_id == search.id)) + 1
+        now = _now()
+        rows = [
+            TrialRow(search_id=search.id, number=start + i, state=state.value, schedule=dict(t.schedule),
+                     schedule_hash=t.schedule_hash, nfe=t.nfe, fidelity=t.fidelity, predicted=t.predicted,
+                     metrics={}, worker=worker, created_at=now,
+                     started_at=None if state is TrialState.QUEUED else now)
+            for i, t in enumerate(trials)
+        ]
+        s.add_all(rows)
+        s.flush()
+        return rows
+
+    def add_trials(self, search: SearchRecord, trials: Sequence[NewTrial], state: TrialState = TrialState.QUEUED,
+                   worker: str | None = None) -> list[TrialRecord]:
+        """Enqueue trials with consecutive numbers, in one transaction."""
+        with self._tx() as s:
+            return [_trial(r) for r in self._insert(s, search, trials, TrialState(state), worker)]
+
+    def claim_trial(self, search: SearchRecord, worker: str) -> TrialRecord | None:
+        """Atomically move the oldest queued trial to running (None when the queue is empty)."""
+        with self._tx() as s:
+            query = select(TrialRow).where(TrialRow.search_id == search.id, TrialRow.state == TrialState.QUEUED.value)
+            query = query.order_by(TrialRow.number).limit(1)
+            if self.engine.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            row = s.scalar(query)
+            if row is None:
+                return None
+            row.state, row.worker, row.started_at = TrialState.RUNNING.value, worker, _now()
+            s.flush()
+            return _trial(row)
+
+    def finish_trial(self, trial: TrialRecord, state: TrialState, metrics: Mapping[str, Any] | None = None,
+                     objective: float | None = None, error: str | None = None,
+                     seconds: float | None = None) -> TrialRecord:
+        """Record a trial's result and, in the same transaction, the best schedule for its NFE."""
+        if state not in (TrialState.COMPLETE, TrialState.FAILED):
+            raise ValueError(f"finish_trial: state must be complete or failed, not {state}")
+        with self._tx() as s:
+            row = s.get(TrialRow, trial.id)
+            if row is None:
+                raise StoreError(f"trial {trial.number} no longer exists")
+            _finish(s, row, state, metrics, objective, error, seconds)
+            return _trial(row)
+
+    def record_trials(self, search: SearchRecord,
+                      results: Sequence[tuple[NewTrial, Mapping[str, Any], float | None, str | None]],
+                      worker: str | None = None) -> list[TrialRecord]:
+        """Add finished trials (trial, metrics, objective, error) in one transaction: all or none."""
+        with self._tx() as s:
+            rows = self._insert(s, search, [r[0] for r in results], TrialState.RUNNING, worker)
+            for row, (_, metrics, objective, error) in zip(rows, results):
+                state = TrialState.FAILED if error else TrialState.COMPLETE
+                _finish(s, row, state, metrics, objective, error, None)
+            return [_trial(r) for r in rows]
+
+    def mark_stale_running(self, search: SearchRecord) -> int:
+        """Running trials of a search that was killed become interrupted (to be re-queued)."""
+        with self._tx() as s:
+            result = s.execute(update(TrialRow).where(
+                TrialRow.search_id == search.id, TrialRow.state == TrialState.RUNNING.value
+            ).values(state=TrialState.INTERRUPTED.value))
+            return int(result.rowcount or 0)
+
+    def trials(self, search: SearchRecord, state: TrialState | None = None, nfe: int | None = None
+               ) -> list[TrialRecord]:
+        with self._tx() as s:
+            query = select(TrialRow).where(TrialRow.search_id == search.id)
+            if state is not None:
+                query = query.where(TrialRow.state == TrialState(state).value)
+            if nfe is not None:
+                query = query.where(TrialRow.nfe == nfe)
+            return [_trial(r) for r in s.scalars(query.order_by(TrialRow.number))]
+
+    def best(self, search: SearchRecord, k: int = 1, nfe: int | None = None) -> list[TrialRecord]:
+        """The k complete trials with the lowest objective (optionally at one NFE)."""
+        with self._tx() as s:
+            query = select(TrialRow).where(TrialRow.search_id == search.id,
+                                           TrialRow.state == TrialState.COMPLETE.value,
+                                           TrialRow.objective.is_not(None))
+            if nfe is not None:
+                query = query.where(TrialRow.nfe == nfe)
+            return [_trial(r) for r in s.scalars(query.order_by(TrialRow.objective, TrialRow.number).limit(k))]
+
+    def best_per_nfe(self, search: SearchRecord) -> dict[int, TrialRecord]:
+        with self._tx() as s:
+            rows = s.execute(select(BestScheduleRow.nfe, TrialRow).join(
+                TrialRow, TrialRow.id == BestScheduleRow.trial_id).where(BestScheduleRow.search_id == search.id))
+            return {nfe: _trial(t) for nfe, t in rows}
+
+    # -- predictor checkpoints ---------------------------------------------------------------
+
+    def save_predictor(self, search: SearchRecord, weights: bytes, meta: Mapping[str, Any]) -> PredictorCheckpoint:
+        with self._tx() as s:
+            row = PredictorCheckpointRow(search_id=search.id, weights=weights, meta=dict(meta))
+            s.add(row)
+            s.flush()
+            return PredictorCheckpoint(row.id, row.search_id, row.weights, dict(row.meta), _utc(row.created_at))
+
+    def latest_predictor(self, search: SearchRecord) -> PredictorCheckpoint | None:
+        with self._tx() as s:
+            row = s.scalar(select(PredictorCheckpointRow).where(PredictorCheckpointRow.search_id == search.id)
+                           .order_by(PredictorCheckpointRow.id.desc()).limit(1))
+            return None if row is None else PredictorCheckpoint(row.id, row.search_id, row.weights, dict(row.meta),
+                                                                _utc(row.created_at))
+
+
+def _finish(s: Session, row: TrialRow, state: TrialState, metrics: Mapping[str, Any] | None,
+            objective: float | None, error: str | None, seconds: float | None) -> None:
+    """Write a trial's result and keep the best schedule of its NFE up to date."""
+    row.state, row.metrics, row.objective = state.value, dict(metrics or {}), objective
+    row.error, row.seconds, row.finished_at = error, seconds, _now()
+    if state is TrialState.COMPLETE and objective is not None:
+        best = s.scalar(select(BestScheduleRow).where(
+            BestScheduleRow.search_id == row.search_id, BestScheduleRow.nfe == row.nfe))
+        if best is None:
+            s.add(BestScheduleRow(search_id=row.search_id, nfe=row.nfe, trial_id=row.id, objective=objective))
+        elif objective < best.objective:
+            best.trial_id, best.objective = row.id, objective
+    s.flush()
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _search(r: SearchRow) -> SearchRecord:
+    return SearchRecord(r.id, r.name, dict(r.config), r.model_ref, r.objective, r.status, _utc(r.created_at),
+                        _utc(r.updated_at))
+
+
+def _trial(r: TrialRow) -> TrialRecord:
+    return TrialRecord(r.id, r.search_id, r.number, TrialState(r.state), dict(r.schedule), r.schedule_hash, r.nfe,
+                       r.fidelity, dict(r.metrics or {}), r.objective, r.predicted, r.worker, r.error,
+                       _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.seconds)
+
+
+__all__ = ["DEFAULT_DB", "StoreError", "TrialStore"]

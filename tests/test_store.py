@@ -1,0 +1,122 @@
+"""The trial store contract (SQLite file here; the same suite is meant for PostgreSQL)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from storage import NewTrial, StoreError, TrialState, TrialStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = TrialStore.open(f"sqlite:///{tmp_path / 'trials.db'}")
+    yield s
+    s.close()
+
+
+def _trial(i: int, nfe: int = 5) -> NewTrial:
+    return NewTrial(schedule={"format": "schedsearch.schedule/1", "i": i}, schedule_hash=f"h{i}", nfe=nfe)
+
+
+def test_search_lifecycle(store):
+    search = store.create_search("s1", {"nfe": [5]}, "builtin:digits", "fid")
+    assert store.get_search("s1") == search
+    with pytest.raises(StoreError, match="a search named 's1' already exists"):
+        store.create_search("s1", {}, "m", "fid")
+    with pytest.raises(StoreError, match="no search named 'nope'"):
+        store.get_search("nope")
+    store.set_status(search, "running")
+    assert store.get_search("s1").status == "running"
+    assert [s.name for s in store.list_searches()] == ["s1"]
+
+
+def test_queue_claim_finish_and_best(store):
+    search = store.create_search("s", {}, "m", "fid")
+    added = store.add_trials(search, [_trial(i, nfe=5 + i % 2) for i in range(6)])
+    assert [t.number for t in added] == list(range(6)) and all(t.state is TrialState.QUEUED for t in added)
+    claimed = [store.claim_trial(search, "w1") for _ in range(6)]
+    assert [t.number for t in claimed] == list(range(6)) and store.claim_trial(search, "w1") is None
+    for t, value in zip(claimed, [3.0, 1.0, 2.0, 0.5, None, 4.0]):
+        if value is None:
+            store.finish_trial(t, TrialState.FAILED, error="diverged")
+        else:
+            store.finish_trial(t, TrialState.COMPLETE, {"fid": value}, value, seconds=1.5)
+    best = store.best(search, k=2)
+    assert [t.objective for t in best] == [0.5, 1.0]
+    assert [t.objective for t in store.best(search, k=5, nfe=5)] == [2.0, 3.0]
+    per_nfe = store.best_per_nfe(search)
+    assert {n: t.objective for n, t in per_nfe.items()} == {5: 2.0, 6: 0.5}
+    failed = store.trials(search, state=TrialState.FAILED)
+    assert len(failed) == 1 and failed[0].error == "diverged"
+
+
+def test_stale_running_trials_become_interrupted(store):
+    search = store.create_search("s", {}, "m", "fid")
+    store.add_trials(search, [_trial(i) for i in range(3)])
+    store.claim_trial(search, "w")
+    store.claim_trial(search, "w")
+    assert store.mark_stale_running(search) == 2
+    assert [t.state for t in store.trials(search)] == [TrialState.INTERRUPTED] * 2 + [TrialState.QUEUED]
+
+
+def test_record_trials_is_one_transaction(store):
+    search = store.create_search("s", {}, "m", "fid")
+    rows = store.record_trials(search, [(_trial(0), {"fid": 1.0}, 1.0, None), (_trial(1), {}, None, "nan")])
+    assert [t.state for t in rows] == [TrialState.COMPLETE, TrialState.FAILED]
+    with pytest.raises(Exception):
+        store.record_trials(search, [(_trial(2), {"fid": 2.0}, 2.0, None), (None, {}, None, None)])  # type: ignore
+    assert len(store.trials(search)) == 2  # nothing of the failed batch
+
+
+def test_predictor_checkpoints(store):
+    search = store.create_search("s", {}, "m", "fid")
+    assert store.latest_predictor(search) is None
+    store.save_predictor(search, b"one", {"tau": 0.1})
+    store.save_predictor(search, b"two", {"tau": 0.4})
+    latest = store.latest_predictor(search)
+    assert latest.weights == b"two" and latest.meta == {"tau": 0.4}
+
+
+def _writer(url: str, worker: str, n: int) -> None:
+    store = TrialStore.open(url)
+    search = store.get_search("shared")
+    for i in range(n):
+        store.record_trials(search, [(_trial(i), {"v": i}, float(i), None)], worker=worker)
+    store.close()
+
+
+def test_two_processes_write_one_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    store = TrialStore.open(url)
+    search = store.create_search("shared", {}, "m", "v")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, f"w{k}", 150)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    trials = store.trials(search)
+    assert len(trials) == 300
+    assert sorted(t.number for t in trials) == list(range(300))
+    assert sorted((t.worker, t.metrics["v"]) for t in trials) == sorted(
+        (f"w{k}", i) for k in range(2) for i in range(150))
+
+
+def test_opening_errors(tmp_path):
+    with pytest.raises(StoreError, match="database not found"):
+        TrialStore.open(f"sqlite:///{tmp_path / 'absent.db'}", create=False)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open database"):
+        TrialStore.open(f"sqlite:///{junk}")
+    assert junk.read_bytes() == b"this is not a database" * 100
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("create table t (x int)").connection.commit()
+    with pytest.raises(StoreError, match="is not a schedsearch database"):
+        TrialStore.open(f"sqlite:///{other}", create=False, read_only=True)
+    with pytest.raises(StoreError, match="cannot open database"):
+        TrialStore.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
