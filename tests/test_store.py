@@ -11,8 +11,8 @@ from storage import NewTrial, StoreError, TrialState, TrialStore
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = TrialStore.open(f"sqlite:///{tmp_path / 'trials.db'}")
+def store(store_url):
+    s = TrialStore.open(store_url)
     yield s
     s.close()
 
@@ -88,8 +88,8 @@ def _writer(url: str, worker: str, n: int) -> None:
     store.close()
 
 
-def test_two_processes_write_one_sqlite_file(tmp_path):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_two_processes_write_one_database(store_url):
+    url = store_url
     store = TrialStore.open(url)
     search = store.create_search("shared", {}, "m", "v")
     ctx = mp.get_context("spawn")
@@ -104,6 +104,7 @@ def test_two_processes_write_one_sqlite_file(tmp_path):
     assert sorted(t.number for t in trials) == list(range(300))
     assert sorted((t.worker, t.metrics["v"]) for t in trials) == sorted(
         (f"w{k}", i) for k in range(2) for i in range(150))
+    store.close()
 
 
 def test_opening_errors(tmp_path):
