@@ -14,11 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Base, BestScheduleRow, PredictorCheckpointRow, SearchRow, TrialRow
+from . import migrate
+from .models import BestScheduleRow, PredictorCheckpointRow, SearchRow, TrialRow
 from .records import NewTrial, PredictorCheckpoint, SearchRecord, TrialRecord, TrialState
 
 DEFAULT_DB = "sqlite:///schedsearch.db"
@@ -75,16 +76,16 @@ class TrialStore:
                 engine = create_engine(url, pool_pre_ping=True)
             except Exception as exc:  # bad URL or missing driver
                 raise StoreError(f"database URL {url!r}: {exc}") from None
-        store = cls(engine)
         try:
-            tables = set(inspect(engine).get_table_names())
+            with engine.begin() as conn:
+                _prepare_schema(conn, create=create, read_only=read_only)
         except DBAPIError as exc:
+            engine.dispose()
             raise StoreError(f"cannot open database {engine.url!r}: {str(exc.orig).strip().splitlines()[0]}") from None
-        ours = set(Base.metadata.tables)
-        if not ours <= tables:
-            if not create:
-                raise StoreError(f"{engine.url!r} is not a schedsearch database (no trial tables)")
-            Base.metadata.create_all(engine)
+        except StoreError:
+            engine.dispose()
+            raise
+        store = cls(engine)
         return store
 
     def close(self) -> None:
@@ -236,6 +237,31 @@ class TrialStore:
                            .order_by(PredictorCheckpointRow.id.desc()).limit(1))
             return None if row is None else PredictorCheckpoint(row.id, row.search_id, row.weights, dict(row.meta),
                                                                 _utc(row.created_at))
+
+
+def _prepare_schema(conn: Connection, *, create: bool, read_only: bool) -> None:
+    """Create or upgrade the schema to the migrations' head; refuse foreign or newer databases untouched."""
+    if conn.dialect.name == "postgresql":  # one migrator at a time
+        conn.execute(text("SELECT pg_advisory_xact_lock(7420117)"))
+    revision = migrate.current_revision(conn)
+    head = migrate.head_revision()
+    if revision is None:
+        ours = [t for t in inspect(conn).get_table_names() if t.startswith("ss_")]
+        if ours:
+            raise StoreError(f"{conn.engine.url!r} has schedsearch tables but no schema version; it cannot be upgraded")
+        if not create or read_only:
+            raise StoreError(f"{conn.engine.url!r} is not a schedsearch database (no trial tables)")
+        migrate.upgrade(conn)
+    elif revision not in migrate.known_revisions():
+        raise StoreError(
+            f"database schema {revision!r} is newer than this schedsearch understands (up to {head!r}); "
+            "upgrade schedsearch"
+        )
+    elif revision != head:
+        if read_only:
+            raise StoreError(f"database schema {revision!r} is older than {head!r}; open it once with a writing "
+                             "command to upgrade it")
+        migrate.upgrade(conn)
 
 
 def _finish(s: Session, row: TrialRow, state: TrialState, metrics: Mapping[str, Any] | None,

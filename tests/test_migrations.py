@@ -1,0 +1,82 @@
+"""Schema migrations: upgrades keep data, newer schemas are refused untouched, Optuna can share the DB."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from storage import NewTrial, StoreError, TrialStore
+from storage import migrate
+from storage.models import Base
+
+
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(url)
+
+
+def test_older_database_is_upgraded_without_losing_data(store_url):
+    engine = _engine(store_url)
+    with engine.begin() as conn:
+        migrate.upgrade(conn, "0001")
+        conn.execute(sa.text(
+            "INSERT INTO ss_searches (id, name, config, model_ref, objective, status, created_at, updated_at) "
+            "VALUES (1, 'old', '{\"a\": 1}', 'builtin:digits', 'fid', 'done', '2026-01-01', '2026-01-01')"))
+        conn.execute(sa.text(
+            "INSERT INTO ss_trials (search_id, number, state, schedule, schedule_hash, nfe, metrics, objective, "
+            "created_at) VALUES (1, 0, 'complete', '{\"x\": 1}', 'h', 5, '{\"fid\": 3.5}', 3.5, '2026-01-01')"))
+        assert "ss_artifacts" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+    with pytest.raises(StoreError, match="older than '0002'"):
+        TrialStore.open(store_url, read_only=True)
+    store = TrialStore.open(store_url)
+    search = store.get_search("old")
+    assert search.config == {"a": 1}
+    [trial] = store.trials(search)
+    assert trial.metrics == {"fid": 3.5} and trial.objective == 3.5
+    with store.engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0002"
+        assert "ss_artifacts" in sa.inspect(conn).get_table_names()
+    store.add_trials(search, [NewTrial({"y": 2}, "h2", 6)])
+    assert [t.number for t in store.trials(search)] == [0, 1]
+    store.close()
+
+
+def test_newer_schema_is_refused_and_left_untouched(store_url, tmp_path):
+    TrialStore.open(store_url).close()
+    engine = _engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0999'"))
+    before = None
+    if store_url.startswith("sqlite"):
+        before = (tmp_path / "trials.db").read_bytes()
+    with pytest.raises(StoreError, match="schema '0999' is newer than this schedsearch"):
+        TrialStore.open(store_url)
+    with engine.connect() as conn:
+        assert migrate.current_revision(conn) == "0999"
+    if before is not None:
+        assert (tmp_path / "trials.db").read_bytes() == before
+    engine.dispose()
+
+
+def test_optuna_shares_the_database(store_url):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=store_url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    store = TrialStore.open(store_url)
+    store.create_search("mine", {}, "m", "fid")
+    with store.engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        assert {"alembic_version", migrate.VERSION_TABLE, "ss_trials", "studies"} <= tables
+        optuna_version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        ctx = MigrationContext.configure(conn, opts={"include_object": migrate.include_object,
+                                                     "version_table": migrate.VERSION_TABLE})
+        assert compare_metadata(ctx, Base.metadata) == []  # models == migrations; Optuna's tables ignored
+    assert len(optuna.load_study(study_name="s", storage=store_url).trials) == 3
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == optuna_version
+    store.close()
