@@ -7,6 +7,7 @@ non-zero exit status (set ``SCHEDSEARCH_DEBUG=1`` for the traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -156,6 +157,52 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         print(f"results: {args.json}")
 
 
+def _cmd_searches(args: argparse.Namespace) -> None:
+    from .queries import database_url, open_read_only, render_searches
+
+    store = open_read_only(database_url(args.db))
+    try:
+        searches = store.list_searches()
+        counts = [{s.value: len(store.trials(r, state=s)) for s in _states()} for r in searches]
+        print(render_searches(searches, counts, args.format))
+    finally:
+        store.close()
+
+
+def _states():
+    from storage import TrialState
+
+    return list(TrialState)
+
+
+def _cmd_trials(args: argparse.Namespace) -> None:
+    from .queries import database_url, open_read_only, render_trials, select_trials
+
+    store = open_read_only(database_url(args.db))
+    try:
+        search = store.get_search(args.name)
+        print(render_trials(select_trials(store, search, args.top, args.state, args.nfe), args.format))
+    finally:
+        store.close()
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .queries import database_url, export_best, open_read_only
+
+    store = open_read_only(database_url(args.db))
+    try:
+        data = export_best(store, store.get_search(args.name), args.nfe)
+    finally:
+        store.close()
+    text = json.dumps(data, indent=2)
+    if args.output in (None, "-"):
+        print(text)
+    else:
+        Path(args.output).write_text(text + "\n")
+        print(f"wrote the best schedule of {args.name!r} (trial {data['provenance']['trial']}, NFE {data['nfe']}) "
+              f"to {args.output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="schedsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -199,6 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default="~/.cache/schedsearch", help="reference-statistics cache")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_compare)
+
+    db_help = "database URL (default: $SCHEDSEARCH_DB, else sqlite:///schedsearch.db)"
+    p = sub.add_parser("searches", help="list the searches in the trial database")
+    p.add_argument("--db", help=db_help)
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(run=_cmd_searches)
+
+    p = sub.add_parser("trials", help="list the trials of a search")
+    p.add_argument("name", help="search name")
+    p.add_argument("--top", type=int, help="the K best complete trials")
+    p.add_argument("--state", help="queued, running, complete, failed or interrupted")
+    p.add_argument("--nfe", type=int, help="only trials with this NFE")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(run=_cmd_trials)
+
+    p = sub.add_parser("export", help="write the best schedule of a search as schedule JSON")
+    p.add_argument("name", help="search name")
+    p.add_argument("-o", "--output", help="output JSON file (default: stdout)")
+    p.add_argument("--nfe", type=int, help="the best at this NFE (default: best overall)")
+    p.add_argument("--db", help=db_help)
+    p.set_defaults(run=_cmd_export)
     return parser
 
 
@@ -221,8 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(exc: Exception) -> str:
     from solvers import SolverError
+    from storage import StoreError
 
-    if isinstance(exc, UserError | SolverError):
+    if isinstance(exc, UserError | SolverError | StoreError):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)

@@ -1,0 +1,99 @@
+"""Read-only queries of the trial store for the command line (tables, JSON, CSV, export)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from storage import DEFAULT_DB, SearchRecord, StoreError, TrialRecord, TrialState, TrialStore
+
+DB_ENV = "SCHEDSEARCH_DB"
+
+
+def database_url(cli_value: str | None) -> str:
+    """--db, else $SCHEDSEARCH_DB, else the SQLite file schedsearch.db in the working directory."""
+    return cli_value or os.environ.get(DB_ENV) or DEFAULT_DB
+
+
+def open_read_only(url: str) -> TrialStore:
+    return TrialStore.open(url, create=False, read_only=True)
+
+
+def select_trials(store: TrialStore, search: SearchRecord, top: int | None, state: str | None,
+                  nfe: int | None) -> list[TrialRecord]:
+    if state is not None and state not in {s.value for s in TrialState}:
+        raise StoreError(f"--state: unknown {state!r} (known: {', '.join(s.value for s in TrialState)})")
+    if top is not None:
+        if state not in (None, TrialState.COMPLETE.value):
+            raise StoreError("--top ranks complete trials; it cannot be combined with --state " + state)
+        return store.best(search, k=top, nfe=nfe)
+    return store.trials(search, state=None if state is None else TrialState(state), nfe=nfe)
+
+
+def render_trials(trials: Sequence[TrialRecord], fmt: str) -> str:
+    rows = [t.to_dict() for t in trials]
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    metric_names = sorted({k for r in rows for k in r["metrics"]})
+    header = ["number", "state", "nfe", "objective", *metric_names, "worker", "seconds", "error"]
+    table = [[r["number"], r["state"], r["nfe"], r["objective"], *[r["metrics"].get(m) for m in metric_names],
+              r["worker"], r["seconds"], r["error"]] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([*header, "schedule"])
+        for r, line in zip(rows, table):
+            writer.writerow([*line, json.dumps(r["schedule"])])
+        return out.getvalue().rstrip("\n")
+    return _table(header, table)
+
+
+def render_searches(searches: Sequence[SearchRecord], counts: Sequence[dict[str, int]], fmt: str) -> str:
+    rows = [{"name": s.name, "status": s.status, "model": s.model_ref, "objective": s.objective,
+             "trials": sum(c.values()), "complete": c.get("complete", 0), "created": s.created_at.isoformat(
+                 timespec="seconds")} for s, c in zip(searches, counts)]
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    header = list(rows[0]) if rows else ["name", "status", "model", "objective", "trials", "complete", "created"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    return _table(header, [[r[h] for h in header] for r in rows])
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return str(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def export_best(store: TrialStore, search: SearchRecord, nfe: int | None) -> dict[str, Any]:
+    """The best complete trial's schedule JSON with provenance; validated as a Schedule."""
+    from solvers import Schedule
+
+    best = store.best(search, k=1, nfe=nfe)
+    if not best:
+        where = f" at NFE {nfe}" if nfe is not None else ""
+        raise StoreError(f"search {search.name!r} has no complete trial{where} to export")
+    trial = best[0]
+    data = dict(trial.schedule)
+    data["provenance"] = {**dict(data.get("provenance", {})), "model": search.model_ref, "search": search.name,
+                          "trial": trial.number, "objective": search.objective, "metrics": dict(trial.metrics)}
+    return Schedule.from_dict(data).to_dict()
