@@ -121,3 +121,40 @@ def test_opening_errors(tmp_path):
         TrialStore.open(f"sqlite:///{other}", create=False, read_only=True)
     with pytest.raises(StoreError, match="cannot open database"):
         TrialStore.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def _record_forever(url: str, ready) -> None:
+    store = TrialStore.open(url)
+    search = store.get_search("killed")
+    ready.set()
+    i = 0
+    while True:
+        batch = [(_trial(i + k), {"v": i + k, "blob": "x" * 2000}, float(i + k), None) for k in range(10)]
+        store.record_trials(search, batch, worker="victim")
+        i += 10
+
+
+def test_sigkill_while_recording_leaves_whole_trials(store_url):
+    import os
+    import signal
+    import time
+
+    store = TrialStore.open(store_url)
+    search = store.create_search("killed", {}, "m", "v")
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_record_forever, args=(store_url, ready))
+    proc.start()
+    assert ready.wait(60)
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGKILL
+    again = TrialStore.open(store_url)
+    trials = again.trials(again.get_search("killed"))
+    assert trials and len(trials) % 10 == 0  # whole batches only
+    assert all(t.state is TrialState.COMPLETE and t.metrics["v"] == t.objective for t in trials)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert again.best(search, k=1)[0].objective == 0.0
+    again.close()
+    store.close()
