@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
-from .models import BestScheduleRow, PredictorCheckpointRow, SearchRow, TrialRow
+from .models import ArtifactRow, BestScheduleRow, PredictorCheckpointRow, SearchRow, TrialRow
 from .records import NewTrial, PredictorCheckpoint, SearchRecord, TrialRecord, TrialState
 
 DEFAULT_DB = "sqlite:///schedsearch.db"
@@ -221,6 +221,22 @@ class TrialStore:
             rows = s.execute(select(BestScheduleRow.nfe, TrialRow).join(
                 TrialRow, TrialRow.id == BestScheduleRow.trial_id).where(BestScheduleRow.search_id == search.id))
             return {nfe: _trial(t) for nfe, t in rows}
+
+    # -- artifacts (fixed noise sets, reference-statistics metadata) ----------------------------
+
+    def put_artifact(self, search: SearchRecord, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
+        """Store (or replace) the search's artifact of this kind."""
+        with self._tx() as s:
+            row = s.scalar(select(ArtifactRow).where(ArtifactRow.search_id == search.id, ArtifactRow.kind == kind))
+            if row is None:
+                s.add(ArtifactRow(search_id=search.id, kind=kind, data=data, meta=dict(meta)))
+            else:
+                row.data, row.meta = data, dict(meta)
+
+    def get_artifact(self, search: SearchRecord, kind: str) -> tuple[bytes, dict[str, Any]] | None:
+        with self._tx() as s:
+            row = s.scalar(select(ArtifactRow).where(ArtifactRow.search_id == search.id, ArtifactRow.kind == kind))
+            return None if row is None else (row.data, dict(row.meta))
 
     # -- predictor checkpoints ---------------------------------------------------------------
 

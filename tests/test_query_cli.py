@@ -120,8 +120,19 @@ def test_bad_databases_are_one_line(tmp_path):
         (["searches", "--db", f"sqlite:///{tmp_path / 'absent.db'}"], "database not found"),
         (["searches", "--db", "nosuchdialect://x"], "database URL"),
     ]
+    newer = tmp_path / "newer.db"
+    TrialStore.open(f"sqlite:///{newer}").close()
+    import sqlite3
+
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE schedsearch_alembic_version SET version_num = '0999'")
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    newer_bytes = newer.read_bytes()
+    cases.append((["searches", "--db", f"sqlite:///{newer}"], "is newer than this schedsearch"))
     for args, message in cases:
         out = run(*args)
         assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert message in out.stderr
     assert junk.read_text() == "not a database at all " * 50
+    assert newer.read_bytes() == newer_bytes

@@ -158,3 +158,11 @@ def test_sigkill_while_recording_leaves_whole_trials(store_url):
     assert again.best(search, k=1)[0].objective == 0.0
     again.close()
     store.close()
+
+
+def test_artifacts_round_trip(store):
+    search = store.create_search("s", {}, "m", "fid")
+    assert store.get_artifact(search, "noise_set") is None
+    store.put_artifact(search, "noise_set", b"\x00\x01" * 1000, {"seed": 3, "n": 2000})
+    store.put_artifact(search, "noise_set", b"\x02", {"seed": 4})
+    assert store.get_artifact(search, "noise_set") == (b"\x02", {"seed": 4})
