@@ -145,7 +145,16 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     schedules = [(Path(p).stem, _read_schedule(p)) for p in args.schedules]
     model = load_model(args.model, device=args.device)
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
-    evaluator = default_evaluator(model, args.samples, args.seed, args.guidance_scale, cache_root=cache)
+    reference = None
+    if args.reference:
+        from .metrics.reference_data import load_reference_images
+
+        reference = load_reference_images(args.reference, tuple(model.sample_shape))
+    elif args.extractor or args.extractor_weights:
+        raise UserError("--extractor / --extractor-weights: give the reference images too (--reference PATH)")
+    weights = Path(args.extractor_weights).expanduser() if args.extractor_weights else None
+    evaluator = default_evaluator(model, args.samples, args.seed, args.guidance_scale, reference_images=reference,
+                                  cache_root=cache, extractor=args.extractor, extractor_weights=weights)
     rows = run_compare(model, evaluator, args.nfe, args.solvers, args.grids, schedules, progress=not args.quiet)
     print(f"{model.name}: {args.samples} samples, seed {args.seed}, guidance {args.guidance_scale}")
     format_table(rows, evaluator.objective, sys.stdout)
@@ -243,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--plot", default="compare.png", help="quality-vs-NFE plot (PNG); '' for none")
     p.add_argument("--json", help="write all results as JSON here")
+    p.add_argument("--reference", help="reference images for FID/KID/precision-recall: a folder of images or a "
+                   ".pt/.npy/.npz tensor (uint8, or floats in [-1, 1]); default for digits: its training split")
+    p.add_argument("--extractor", help="torch-fidelity feature extractor (default: schedsearch-digits for the "
+                   "digits model, inception-v3-compat otherwise)")
+    p.add_argument("--extractor-weights", help="local weights file for the extractor (no download)")
     p.add_argument("--cache-dir", default="~/.cache/schedsearch", help="reference-statistics cache")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_compare)
@@ -292,7 +306,10 @@ def _describe(exc: Exception) -> str:
     from solvers import SolverError
     from storage import StoreError
 
-    if isinstance(exc, UserError | SolverError | StoreError):
+    from .metrics.fidelity import ExtractorError
+    from .metrics.reference_data import ReferenceDataError
+
+    if isinstance(exc, UserError | SolverError | StoreError | ExtractorError | ReferenceDataError):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)

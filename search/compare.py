@@ -19,7 +19,7 @@ import torch
 from solvers import DiffusionModel, GaussianMixture, Schedule, ScheduleError, baseline
 
 from .evaluator import EvalResult, Evaluator, SampleEvaluator
-from .metrics.fidelity import FidelityConfig
+from .metrics.fidelity import DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig
 from .metrics.quality import LOWER_IS_BETTER, ClassAccuracy, FidelityMetric, Metric, MixtureMetrics, ReferenceDistance
 from .noise_set import NoiseSet
 
@@ -38,8 +38,16 @@ def default_evaluator(
     guidance_scale: float | None = None,
     reference_images: torch.Tensor | None = None,
     cache_root: Path | None = None,
+    extractor: str | None = None,
+    extractor_weights: Path | None = None,
 ) -> Evaluator:
-    """Metrics that fit the model: exact laws for mixtures, FID/KID/PR + accuracy for digits, else reference RMSE."""
+    """Metrics that fit the model: exact laws for mixtures, FID/KID/PR + accuracy for digits, else reference RMSE.
+
+    Given ``reference_images`` (uint8 or [−1, 1], shaped like the samples), FID / KID /
+    precision-recall run through torch-fidelity with ``extractor`` (default: the digits
+    classifier for the digits model, Inception otherwise) and, where given, a local
+    weights file for it.
+    """
     mixture = model.info.get("mixture")
     num_classes = model.info.get("num_class_embeds")
     classes = (num_classes - 1 if model.uncond is not None else num_classes) if num_classes else None
@@ -57,7 +65,12 @@ def default_evaluator(
         reference_images = train.images if reference_images is None else reference_images
         metrics.append(ClassAccuracy(load_digits_classifier()))
     if reference_images is not None:
-        metrics.append(FidelityMetric(reference_images, FidelityConfig(cache_root=cache_root)))
+        name = extractor or (DIGITS_EXTRACTOR if model.info.get("digits") else INCEPTION_EXTRACTOR)
+        config = FidelityConfig(extractor=name, cache_root=cache_root, extractor_weights=extractor_weights)
+        config.check()
+        if name == INCEPTION_EXTRACTOR and model.sample_shape[0] != 3:
+            raise ExtractorError(f"{name} takes RGB images; this model samples {model.sample_shape[0]} channel(s)")
+        metrics.append(FidelityMetric(reference_images, config))
         objective = "fid"
     return SampleEvaluator(model, noises, metrics, objective, guidance_scale=guidance_scale)
 

@@ -2,7 +2,8 @@
 
 The bundled digits classifier's penultimate features are registered as the torch-fidelity
 feature extractor ``schedsearch-digits``; any other registered extractor name (e.g.
-``inception-v3-compat`` with its weights available) is a config switch away.
+``inception-v3-compat`` with its weights downloadable or in a local file named by
+``extractor_weights``) is a config switch away.
 Reference statistics are cached by torch-fidelity under a name derived from the content
 (reference images + extractor + settings), so a changed reference is never served stale.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,11 @@ import torch
 from torch.utils.data import Dataset
 
 DIGITS_EXTRACTOR = "schedsearch-digits"
+INCEPTION_EXTRACTOR = "inception-v3-compat"
+
+
+class ExtractorError(ValueError):
+    """A feature extractor that is unknown or whose weights cannot be had."""
 
 
 def register_digits_extractor() -> str:
@@ -98,9 +105,21 @@ class FidelityConfig:
     kid_subset_size: int = 1000
     batch_size: int = 500
     cache_root: Path | None = None
+    extractor_weights: Path | None = None
 
     def settings_key(self) -> str:
         return f"{self.extractor}|kid{self.kid_subset_size}"
+
+    def check(self) -> None:
+        """Raise :class:`ExtractorError` unless the extractor is registered and its weights file exists."""
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+        register_digits_extractor()
+        if self.extractor not in FEATURE_EXTRACTORS_REGISTRY:
+            known = ", ".join(sorted(FEATURE_EXTRACTORS_REGISTRY))
+            raise ExtractorError(f"feature extractor {self.extractor!r} is not registered (known: {known})")
+        if self.extractor_weights is not None and not Path(self.extractor_weights).is_file():
+            raise ExtractorError(f"extractor weights {self.extractor_weights}: no such file")
 
 
 def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:
@@ -110,11 +129,28 @@ def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:
     h.update(str(tuple(ref.shape)).encode())
     h.update(ref.contiguous().numpy().tobytes())
     h.update(config.settings_key().encode())
-    if config.extractor == DIGITS_EXTRACTOR:
+    if config.extractor_weights is not None:
+        h.update(_file_digest(Path(config.extractor_weights)).encode())
+    elif config.extractor == DIGITS_EXTRACTOR:
         from solvers.digits import CLASSIFIER_WEIGHTS
 
         h.update(CLASSIFIER_WEIGHTS.read_bytes())
     return h.hexdigest()[:24]
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a (possibly large) weights file, once per path, size and modification time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def fidelity_metrics(samples: torch.Tensor, reference: torch.Tensor, config: FidelityConfig) -> dict[str, float]:
@@ -137,11 +173,21 @@ def fidelity_metrics(samples: torch.Tensor, reference: torch.Tensor, config: Fid
         verbose=False,
         save_cpu_ram=True,
     )
+    if config.extractor_weights is not None:
+        kwargs.update(feature_extractor_weights_path=str(config.extractor_weights))
     if config.cache_root is not None:
         kwargs.update(cache=True, cache_root=str(config.cache_root), input2_cache_name=f"ref-{content_key(reference, config)}")
     else:
         kwargs.update(cache=False)
-    raw: Mapping[str, float] = torch_fidelity.calculate_metrics(**kwargs)
+    try:
+        raw: Mapping[str, float] = torch_fidelity.calculate_metrics(**kwargs)
+    except (OSError, RuntimeError) as exc:
+        if config.extractor_weights is None and _is_download_failure(exc):
+            raise ExtractorError(
+                f"feature extractor {config.extractor!r}: its weights cannot be downloaded here; "
+                "pass a local weights file (--extractor-weights PATH)"
+            ) from None
+        raise
     names = {
         "frechet_inception_distance": "fid",
         "kernel_inception_distance_mean": "kid",
@@ -151,3 +197,13 @@ def fidelity_metrics(samples: torch.Tensor, reference: torch.Tensor, config: Fid
         "f_score": "f_score",
     }
     return {names[k]: float(v) for k, v in raw.items() if k in names}
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    from urllib.error import URLError
+
+    while exc is not None:
+        if isinstance(exc, URLError | ConnectionError | TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
