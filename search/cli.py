@@ -156,7 +156,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     evaluator = default_evaluator(model, args.samples, args.seed, args.guidance_scale, reference_images=reference,
                                   cache_root=cache, extractor=args.extractor, extractor_weights=weights)
     rows = run_compare(model, evaluator, args.nfe, args.solvers, args.grids, schedules, progress=not args.quiet)
-    print(f"{model.name}: {args.samples} samples, seed {args.seed}, guidance {args.guidance_scale}")
+    guidance = "no guidance" if args.guidance_scale is None else f"guidance scale {args.guidance_scale:g}"
+    print(f"{model.name}: {args.samples} samples, seed {args.seed}, {guidance}")
     format_table(rows, evaluator.objective, sys.stdout)
     if args.plot:
         plot(rows, evaluator.objective, Path(args.plot), f"{model.name} — {evaluator.objective} vs NFE")
