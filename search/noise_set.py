@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -14,12 +15,13 @@ class NoiseSet:
     """Initial noises x_T (N, *shape) and class labels (N,) or None, drawn from ``seed``.
 
     Smaller fidelities use the first n draws, so every level shares its draws with the
-    levels above it.
+    levels above it. Heads and the fingerprint are computed once per set.
     """
 
     noise: torch.Tensor
     labels: torch.Tensor | None
     seed: int
+    _heads: dict[int, NoiseSet] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def draw(
@@ -41,9 +43,15 @@ class NoiseSet:
     def head(self, n: int) -> NoiseSet:
         if n > len(self):
             raise ValueError(f"noise set has {len(self)} draws, {n} requested")
-        return NoiseSet(self.noise[:n], None if self.labels is None else self.labels[:n], self.seed)
+        if n == len(self):
+            return self
+        if n not in self._heads:
+            self._heads[n] = NoiseSet(self.noise[:n], None if self.labels is None else self.labels[:n], self.seed)
+        return self._heads[n]
 
+    @cached_property
     def fingerprint(self) -> str:
+        """Content hash of the noises and labels (keys cached reference solutions)."""
         h = hashlib.sha256(self.noise.contiguous().cpu().numpy().tobytes())
         if self.labels is not None:
             h.update(self.labels.contiguous().cpu().numpy().tobytes())

@@ -129,12 +129,13 @@ def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:
     h.update(str(tuple(ref.shape)).encode())
     h.update(ref.contiguous().numpy().tobytes())
     h.update(config.settings_key().encode())
-    if config.extractor_weights is not None:
-        h.update(_file_digest(Path(config.extractor_weights)).encode())
-    elif config.extractor == DIGITS_EXTRACTOR:
+    weights = config.extractor_weights
+    if weights is None and config.extractor == DIGITS_EXTRACTOR:
         from solvers.digits import CLASSIFIER_WEIGHTS
 
-        h.update(CLASSIFIER_WEIGHTS.read_bytes())
+        weights = CLASSIFIER_WEIGHTS
+    if weights is not None:
+        h.update(_file_digest(Path(weights)).encode())
     return h.hexdigest()[:24]
 
 
@@ -153,8 +154,13 @@ def _digest_of(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def fidelity_metrics(samples: torch.Tensor, reference: torch.Tensor, config: FidelityConfig) -> dict[str, float]:
-    """torch-fidelity metrics of ``samples`` against ``reference`` (reference statistics cached by content)."""
+def fidelity_metrics(
+    samples: torch.Tensor, reference: torch.Tensor, config: FidelityConfig, reference_key: str | None = None
+) -> dict[str, float]:
+    """torch-fidelity metrics of ``samples`` against ``reference`` (reference statistics cached by content).
+
+    ``reference_key``: ``content_key(reference, config)`` when the caller has it already.
+    """
     import torch_fidelity
 
     if config.extractor == DIGITS_EXTRACTOR:
@@ -176,7 +182,7 @@ def fidelity_metrics(samples: torch.Tensor, reference: torch.Tensor, config: Fid
     if config.extractor_weights is not None:
         kwargs.update(feature_extractor_weights_path=str(config.extractor_weights))
     if config.cache_root is not None:
-        kwargs.update(cache=True, cache_root=str(config.cache_root), input2_cache_name=f"ref-{content_key(reference, config)}")
+        kwargs.update(cache=True, cache_root=str(config.cache_root), input2_cache_name=f"ref-{reference_key or content_key(reference, config)}")
     else:
         kwargs.update(cache=False)
     try:

@@ -6,7 +6,6 @@ every name listed in ``LOWER_IS_BETTER``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -16,7 +15,7 @@ import torch
 from solvers import DiffusionModel, GaussianMixture, Schedule, sample
 
 from ..noise_set import NoiseSet
-from .fidelity import FidelityConfig, fidelity_metrics
+from .fidelity import FidelityConfig, content_key, fidelity_metrics, to_uint8
 
 LOWER_IS_BETTER = {"fid", "kid", "ref_rmse", "mmd", "nll"}
 
@@ -27,13 +26,22 @@ class Metric(Protocol):
 
 @dataclass
 class FidelityMetric:
-    """FID / KID / precision / recall against reference images (torch-fidelity)."""
+    """FID / KID / precision / recall against reference images (torch-fidelity).
+
+    The reference is converted to uint8 and its content key computed once, not per evaluation.
+    """
 
     reference: torch.Tensor
     config: FidelityConfig = field(default_factory=FidelityConfig)
+    _key: str | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reference = to_uint8(self.reference) if self.reference.dtype != torch.uint8 else self.reference
+        if self.config.cache_root is not None:
+            self._key = content_key(self.reference, self.config)
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
-        return fidelity_metrics(samples, self.reference, self.config)
+        return fidelity_metrics(samples, self.reference, self.config, reference_key=self._key)
 
 
 @dataclass
@@ -47,7 +55,7 @@ class ReferenceDistance:
     _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def solution(self, noises: NoiseSet) -> torch.Tensor:
-        key = noises.fingerprint()
+        key = noises.fingerprint
         if key not in self._cache:
             self._cache[key] = sample_batched(self.model, self.reference_schedule, noises, self.guidance_scale,
                                               self.batch_size)
@@ -128,7 +136,3 @@ def sample_batched(
         out.append(sample(model, schedule, noises.noise[start:stop], cond=labels,
                           guidance_scale=guidance_scale, plan=plan).cpu())
     return torch.cat(out)
-
-
-def is_finite_number(value: float) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
