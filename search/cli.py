@@ -173,16 +173,10 @@ def _cmd_searches(args: argparse.Namespace) -> None:
     store = open_read_only(database_url(args.db))
     try:
         searches = store.list_searches()
-        counts = [{s.value: len(store.trials(r, state=s)) for s in _states()} for r in searches]
+        counts = [{state.value: n for state, n in store.count_trials(r).items()} for r in searches]
         print(render_searches(searches, counts, args.format))
     finally:
         store.close()
-
-
-def _states():
-    from storage import TrialState
-
-    return list(TrialState)
 
 
 def _cmd_trials(args: argparse.Namespace) -> None:

@@ -85,8 +85,7 @@ class TrialStore:
         except StoreError:
             engine.dispose()
             raise
-        store = cls(engine)
-        return store
+        return cls(engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -206,6 +205,15 @@ class TrialStore:
                 query = query.where(TrialRow.nfe == nfe)
             return [_trial(r) for r in s.scalars(query.order_by(TrialRow.number))]
 
+    def count_trials(self, search: SearchRecord) -> dict[TrialState, int]:
+        """How many trials of the search are in each state (one grouped query)."""
+        with self._tx() as s:
+            rows = s.execute(select(TrialRow.state, func.count()).where(TrialRow.search_id == search.id)
+                             .group_by(TrialRow.state))
+            counts = dict.fromkeys(TrialState, 0)
+            counts.update({TrialState(state): int(n) for state, n in rows})
+            return counts
+
     def best(self, search: SearchRecord, k: int = 1, nfe: int | None = None) -> list[TrialRecord]:
         """The k complete trials with the lowest objective (optionally at one NFE)."""
         with self._tx() as s:
@@ -245,14 +253,13 @@ class TrialStore:
             row = PredictorCheckpointRow(search_id=search.id, weights=weights, meta=dict(meta))
             s.add(row)
             s.flush()
-            return PredictorCheckpoint(row.id, row.search_id, row.weights, dict(row.meta), _utc(row.created_at))
+            return _checkpoint(row)
 
     def latest_predictor(self, search: SearchRecord) -> PredictorCheckpoint | None:
         with self._tx() as s:
             row = s.scalar(select(PredictorCheckpointRow).where(PredictorCheckpointRow.search_id == search.id)
                            .order_by(PredictorCheckpointRow.id.desc()).limit(1))
-            return None if row is None else PredictorCheckpoint(row.id, row.search_id, row.weights, dict(row.meta),
-                                                                _utc(row.created_at))
+            return None if row is None else _checkpoint(row)
 
 
 def _prepare_schema(conn: Connection, *, create: bool, read_only: bool) -> None:
@@ -309,6 +316,10 @@ def _trial(r: TrialRow) -> TrialRecord:
     return TrialRecord(r.id, r.search_id, r.number, TrialState(r.state), dict(r.schedule), r.schedule_hash, r.nfe,
                        r.fidelity, dict(r.metrics or {}), r.objective, r.predicted, r.worker, r.error,
                        _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.seconds)
+
+
+def _checkpoint(r: PredictorCheckpointRow) -> PredictorCheckpoint:
+    return PredictorCheckpoint(r.id, r.search_id, r.weights, dict(r.meta), _utc(r.created_at))
 
 
 __all__ = ["DEFAULT_DB", "StoreError", "TrialStore"]

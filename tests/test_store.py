@@ -60,6 +60,9 @@ def test_stale_running_trials_become_interrupted(store):
     store.claim_trial(search, "w")
     assert store.mark_stale_running(search) == 2
     assert [t.state for t in store.trials(search)] == [TrialState.INTERRUPTED] * 2 + [TrialState.QUEUED]
+    counts = store.count_trials(search)
+    assert counts[TrialState.INTERRUPTED] == 2 and counts[TrialState.QUEUED] == 1
+    assert sum(counts.values()) == 3 and set(counts) == set(TrialState)
 
 
 def test_record_trials_is_one_transaction(store):
