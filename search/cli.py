@@ -68,9 +68,8 @@ def _labels(args: argparse.Namespace, model: Any, n: int) -> Any:
     if args.labels is not None:
         values = [int(v) for v in args.labels.split(",")]
         labels = torch.tensor(values * (n // len(values) + 1))[:n]
-    elif num:
-        classes = num - 1 if model.uncond is not None else num
-        labels = torch.arange(n) % classes
+    elif model.num_classes:
+        labels = torch.arange(n) % model.num_classes
     else:
         return None
     if num and (labels.min() < 0 or labels.max() >= num):

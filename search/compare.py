@@ -49,9 +49,7 @@ def default_evaluator(
     weights file for it.
     """
     mixture = model.info.get("mixture")
-    num_classes = model.info.get("num_class_embeds")
-    classes = (num_classes - 1 if model.uncond is not None else num_classes) if num_classes else None
-    noises = NoiseSet.draw(model.sample_shape, num_samples, seed, classes, dtype=model.state_dtype)
+    noises = NoiseSet.draw(model.sample_shape, num_samples, seed, model.num_classes, dtype=model.state_dtype)
     ref_schedule = baseline("dpmpp_3m", 100, model)
     metrics: list[Metric] = [ReferenceDistance(model, ref_schedule, guidance_scale)]
     objective = "ref_rmse"
@@ -87,23 +85,22 @@ def run_compare(
     """Evaluate every (solver, grid) at every NFE and every given schedule."""
     from tqdm import tqdm
 
-    jobs: list[tuple[str, int, Schedule | str]] = [
-        (f"{solver}/{grid}", nfe, f"{solver}|{grid}") for solver in solvers for grid in grids for nfe in nfes
+    jobs: list[tuple[str, int, Schedule | tuple[str, str]]] = [
+        (f"{solver}/{grid}", nfe, (solver, grid)) for solver in solvers for grid in grids for nfe in nfes
     ]
     jobs += [(label, s.nfe, s) for label, s in schedules]
     rows = []
     bar = tqdm(jobs, disable=not progress, file=sys.stderr, unit="eval", dynamic_ncols=True)
     for label, nfe, spec in bar:
         bar.set_description(f"{label} NFE {nfe}")
-        if isinstance(spec, str):
-            solver, grid = spec.split("|")
+        if isinstance(spec, Schedule):
+            schedule = spec
+        else:
             try:
-                schedule = baseline(solver, nfe, model, grid=grid)
+                schedule = baseline(spec[0], nfe, model, grid=spec[1])
             except ScheduleError as exc:
                 rows.append(Row(label, nfe, EvalResult({}, None, 0, 0.0, str(exc))))
                 continue
-        else:
-            schedule = spec
         result = evaluator.evaluate(schedule)
         rows.append(Row(label, nfe, result))
         if result.objective is not None:
@@ -146,16 +143,14 @@ def plot(rows: Sequence[Row], objective: str, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, dict[int, float]] = {}
+    best: dict[str, dict[int, EvalResult]] = {}  # per solver and NFE, its best grid (objective is minimised)
     for r in rows:
         if r.result.objective is None:
             continue
-        name = r.label.split("/")[0]
-        value = r.result.metrics[objective]
-        current = series.setdefault(name, {}).get(r.nfe)
-        better = current is None or (value < current if objective in LOWER_IS_BETTER else value > current)
-        if better:
-            series[name][r.nfe] = value
+        by_nfe = best.setdefault(r.label.split("/")[0], {})
+        if r.nfe not in by_nfe or r.result.objective < by_nfe[r.nfe].objective:
+            by_nfe[r.nfe] = r.result
+    series = {name: {nfe: res.metrics[objective] for nfe, res in by_nfe.items()} for name, by_nfe in best.items()}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, values in sorted(series.items()):
         xs = sorted(values)

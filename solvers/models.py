@@ -67,6 +67,14 @@ class DiffusionModel:
     info: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def num_classes(self) -> int | None:
+        """Class labels a user may request: the class embeddings less the null class (None: not class-conditional)."""
+        embeds = self.info.get("num_class_embeds")
+        if not embeds:
+            return None
+        return embeds - 1 if self.uncond is not None else embeds
+
+    @property
     def state_dtype(self) -> torch.dtype:
         """Dtype of the sampler state: at least float32 (fp16/bf16 models are upcast)."""
         return torch.float64 if self.dtype == torch.float64 else torch.float32
