@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from search.compare import default_evaluator
-from search.metrics.fidelity import FidelityConfig, fidelity_metrics
-from search.metrics.quality import ReferenceDistance, sample_batched
-from search.noise_set import NoiseSet
-from solvers import BASELINES, baseline, load_model
-from solvers.digits import load_digits_split
+from schedsearch.search.compare import default_evaluator
+from schedsearch.search.metrics.fidelity import FidelityConfig, fidelity_metrics
+from schedsearch.search.metrics.quality import ReferenceDistance, sample_batched
+from schedsearch.search.noise_set import NoiseSet
+from schedsearch.solvers import BASELINES, baseline, load_model
+from schedsearch.solvers.digits import load_digits_split
 
 GRIDS = ("uniform_t", "uniform_lambda", "quadratic", "karras")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel, UniPCMultistepScheduler
 
-from solvers import baseline, compile_plan, load_model, sample
+from schedsearch.solvers import baseline, compile_plan, load_model, sample
 
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_schedule": "linear", "prediction_type": "epsilon"}
 

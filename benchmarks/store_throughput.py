@@ -22,9 +22,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from solvers import baseline, load_model
-from storage import NewTrial, TrialStore
-from storage.models import TrialRow
+from schedsearch.solvers import baseline, load_model
+from schedsearch.storage import NewTrial, TrialStore
+from schedsearch.storage.models import TrialRow
 
 
 def fresh_postgres(server: str) -> str:

@@ -16,7 +16,7 @@ from typing import TextIO
 
 import torch
 
-from solvers import DiffusionModel, GaussianMixture, Schedule, ScheduleError, baseline
+from schedsearch.solvers import DiffusionModel, GaussianMixture, Schedule, ScheduleError, baseline
 
 from .evaluator import EvalResult, Evaluator, SampleEvaluator
 from .metrics.fidelity import DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig
@@ -57,7 +57,7 @@ def default_evaluator(
         metrics.append(MixtureMetrics(mixture))
         objective = "mmd"
     if model.info.get("digits"):
-        from solvers.digits import load_digits_classifier, load_digits_split
+        from schedsearch.solvers.digits import load_digits_classifier, load_digits_split
 
         train, _ = load_digits_split()
         reference_images = train.images if reference_images is None else reference_images

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from solvers import DiffusionModel, Schedule, SolverError
+from schedsearch.solvers import DiffusionModel, Schedule, SolverError
 
 from .metrics.quality import LOWER_IS_BETTER, Metric, sample_batched
 from .noise_set import NoiseSet

@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from storage import DEFAULT_DB, SearchRecord, StoreError, TrialRecord, TrialState, TrialStore
+from schedsearch.storage import DEFAULT_DB, SearchRecord, StoreError, TrialRecord, TrialState, TrialStore
 
 DB_ENV = "SCHEDSEARCH_DB"
 
@@ -86,7 +86,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def export_best(store: TrialStore, search: SearchRecord, nfe: int | None) -> dict[str, Any]:
     """The best complete trial's schedule JSON with provenance; validated as a Schedule."""
-    from solvers import Schedule
+    from schedsearch.solvers import Schedule
 
     best = store.best(search, k=1, nfe=nfe)
     if not best:

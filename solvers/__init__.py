@@ -1,6 +1,6 @@
 """The unified sampling framework: noise schedules, model adapters, schedules, one executor.
 
->>> from solvers import load_model, baseline, sample, Schedule
+>>> from schedsearch.solvers import load_model, baseline, sample, Schedule
 >>> model = load_model("builtin:gmm-ring")
 >>> s = baseline("dpmpp_2m", nfe=5, model=model, grid="uniform_lambda")
 >>> Schedule.from_json(s.to_json()) == s

@@ -1,6 +1,6 @@
 """Train the bundled digits classifier (feature extractor for FID/KID on digits).
 
-    .venv/bin/python -m solvers.train_classifier
+    .venv/bin/python -m schedsearch.solvers.train_classifier
 
 Trained on the training split with light augmentation (±1 pixel shifts, small
 intensity noise); reports held-out accuracy and writes ``assets/digits_classifier.safetensors``.

@@ -1,6 +1,6 @@
 """Train the bundled class-conditional digits DDPM (reproducible, seeded).
 
-    .venv/bin/python -m solvers.train_digits      # 10,000 steps, ~40 min on one CPU thread
+    .venv/bin/python -m schedsearch.solvers.train_digits      # 10,000 steps, ~40 min on one CPU thread
 
 A diffusers ``UNet2DModel`` with class embeddings (10 digits + 1 null class for
 classifier-free guidance, label dropout 15 %), ε-prediction under diffusers' linear
@@ -93,7 +93,7 @@ def train(steps: int, batch: int, lr: float, seed: int, out: Path, label_dropout
         "data_mean": float(images.mean()),
         "info": {"digits": True},
         "training": {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "label_dropout": label_dropout,
-                     "train_images": len(train_set), "script": "python -m solvers.train_digits"},
+                     "train_images": len(train_set), "script": "python -m schedsearch.solvers.train_digits"},
     }
     (out / "schedsearch_model.json").write_text(json.dumps(extras, indent=2) + "\n")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from solvers import DiffusionModel, GaussianMixture, NoiseSchedule
+from schedsearch.solvers import DiffusionModel, GaussianMixture, NoiseSchedule
 
 NUM_CLASSES = 10
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from solvers import AnalyticFirstStep, Corrector, Derivative, Estimator, Prediction, Schedule, Step
+from schedsearch.solvers import AnalyticFirstStep, Corrector, Derivative, Estimator, Prediction, Schedule, Step
 
 
 @st.composite

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from solvers import Schedule, baseline, load_model, sample
+from schedsearch.solvers import Schedule, baseline, load_model, sample
 from tests.helpers import save_pipeline
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from solvers import EDM, ContinuousVPLinear, DiscreteVP, GaussianMixture, Schedule, Step, sample
+from schedsearch.solvers import EDM, ContinuousVPLinear, DiscreteVP, GaussianMixture, Schedule, Step, sample
 from tests.helpers import gaussian_flow, reference_solution
 
 

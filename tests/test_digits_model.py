@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from search.metrics.fidelity import FidelityConfig, fidelity_metrics
-from search.metrics.quality import ClassAccuracy
-from search.noise_set import NoiseSet
-from solvers import baseline, load_model, sample
-from solvers.digits import load_digits_classifier, load_digits_split
+from schedsearch.search.metrics.fidelity import FidelityConfig, fidelity_metrics
+from schedsearch.search.metrics.quality import ClassAccuracy
+from schedsearch.search.noise_set import NoiseSet
+from schedsearch.solvers import baseline, load_model, sample
+from schedsearch.solvers.digits import load_digits_classifier, load_digits_split
 
 MODEL = load_model("builtin:digits", device="cpu")
 CLASSIFIER = load_digits_classifier()

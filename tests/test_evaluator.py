@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from solvers import ContinuousVPLinear, Derivative, GaussianMixture, Schedule, Step, baseline
-from search.evaluator import SampleEvaluator, successive_halving
-from search.metrics.quality import MixtureMetrics, ReferenceDistance, exact_mmd
-from search.noise_set import NoiseSet
+from schedsearch.solvers import ContinuousVPLinear, Derivative, GaussianMixture, Schedule, Step, baseline
+from schedsearch.search.evaluator import SampleEvaluator, successive_halving
+from schedsearch.search.metrics.quality import MixtureMetrics, ReferenceDistance, exact_mmd
+from schedsearch.search.noise_set import NoiseSet
 
 MIX = GaussianMixture.random(2, 4, torch.Generator().manual_seed(11), spread=1.5)
 NS = ContinuousVPLinear()

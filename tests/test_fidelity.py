@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch_fidelity
 
-from search.metrics.fidelity import (
+from schedsearch.search.metrics.fidelity import (
     DIGITS_EXTRACTOR,
     FidelityConfig,
     ImageTensorDataset,
@@ -14,7 +14,7 @@ from search.metrics.fidelity import (
     fidelity_metrics,
     register_digits_extractor,
 )
-from solvers.digits import load_digits_classifier, load_digits_split
+from schedsearch.solvers.digits import load_digits_classifier, load_digits_split
 
 TRAIN, TEST = load_digits_split()
 
@@ -72,7 +72,7 @@ def test_registration_in_ray_workers(ray_runtime):
 
     @ray_runtime.remote
     def fid_in_worker(samples: torch.Tensor, reference: torch.Tensor) -> float:
-        from search.metrics.fidelity import FidelityConfig, fidelity_metrics, register_digits_extractor
+        from schedsearch.search.metrics.fidelity import FidelityConfig, fidelity_metrics, register_digits_extractor
 
         register_digits_extractor()
         register_digits_extractor()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from solvers import ContinuousVPLinear, GaussianMixture, baseline, sample
+from schedsearch.solvers import ContinuousVPLinear, GaussianMixture, baseline, sample
 
 MIX = GaussianMixture.random(4, 5, torch.Generator().manual_seed(2), spread=1.5)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from storage import NewTrial, StoreError, TrialStore
-from storage import migrate
-from storage.models import Base
+from schedsearch.storage import NewTrial, StoreError, TrialStore
+from schedsearch.storage import migrate
+from schedsearch.storage.models import Base
 
 
 def _engine(url: str) -> sa.Engine:

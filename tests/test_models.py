@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from solvers import (
+from schedsearch.solvers import (
     EDM,
     ContinuousVPLinear,
     DiscreteVP,
@@ -139,7 +139,7 @@ def test_hub_id_resolves_through_the_huggingface_cache(tmp_path, tiny_unet):
     (refs / "main").write_text("0" * 40)
     code = textwrap.dedent(
         """
-        from solvers import load_model
+        from schedsearch.solvers import load_model
         m = load_model("schedsearch/tiny-ddpm", device="cpu")
         print(m.name, m.sample_shape, type(m.noise_schedule).__name__)
         """

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 
-from solvers import (
+from schedsearch.solvers import (
     AnalyticFirstStep,
     CountingNetwork,
     Estimator,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from diffusers import DDPMScheduler
 
-from solvers import EDM, ContinuousVPCosine, ContinuousVPLinear, DiscreteVP, ModelLoadError, RectifiedFlow
-from solvers.noise_schedules import noise_schedule_from_spec
+from schedsearch.solvers import EDM, ContinuousVPCosine, ContinuousVPLinear, DiscreteVP, ModelLoadError, RectifiedFlow
+from schedsearch.solvers.noise_schedules import noise_schedule_from_spec
 
 CONFIGS = [
     {"beta_schedule": "linear"},

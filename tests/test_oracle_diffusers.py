@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from solvers import baseline, load_model, sample
+from schedsearch.solvers import baseline, load_model, sample
 from tests.helpers import NUM_CLASSES, save_pipeline
 
 PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from solvers import Schedule, baseline, load_model
-from storage import NewTrial, TrialStore
+from schedsearch.solvers import Schedule, baseline, load_model
+from schedsearch.storage import NewTrial, TrialStore
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 MODEL = load_model("builtin:gmm-ring")

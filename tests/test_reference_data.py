@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from search.metrics.fidelity import INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig, content_key, fidelity_metrics
-from search.metrics.reference_data import ReferenceDataError, load_reference_images
+from schedsearch.search.metrics.fidelity import INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig, content_key, fidelity_metrics
+from schedsearch.search.metrics.reference_data import ReferenceDataError, load_reference_images
 from tests.helpers import make_tiny_unet, save_pipeline
 from tests.test_cli import run
 
@@ -125,7 +125,7 @@ def inception_weights(tmp_path_factory):
 def test_inception_from_a_local_weights_file_is_torch_fidelity(tmp_path, rgb, inception_weights):
     import torch_fidelity
 
-    from search.metrics.fidelity import ImageTensorDataset
+    from schedsearch.search.metrics.fidelity import ImageTensorDataset
 
     g = torch.Generator().manual_seed(3)
     samples = torch.randint(0, 256, (8, 3, 8, 8), generator=g, dtype=torch.uint8)

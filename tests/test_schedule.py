@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from solvers import (
+from schedsearch.solvers import (
     EDM,
     Corrector,
     Derivative,

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from storage import NewTrial, StoreError, TrialState, TrialStore
+from schedsearch.storage import NewTrial, StoreError, TrialState, TrialStore
 
 
 @pytest.fixture

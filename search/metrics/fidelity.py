@@ -40,7 +40,7 @@ def register_digits_extractor() -> str:
 def _digits_extractor_class() -> type:
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-    from solvers.digits import load_digits_classifier
+    from schedsearch.solvers.digits import load_digits_classifier
 
     class DigitsFeatureExtractor(FeatureExtractorBase):
         """uint8 images (N, 1, 8, 8) → (penultimate features, logits) of the digits classifier."""
@@ -131,7 +131,7 @@ def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:
     h.update(config.settings_key().encode())
     weights = config.extractor_weights
     if weights is None and config.extractor == DIGITS_EXTRACTOR:
-        from solvers.digits import CLASSIFIER_WEIGHTS
+        from schedsearch.solvers.digits import CLASSIFIER_WEIGHTS
 
         weights = CLASSIFIER_WEIGHTS
     if weights is not None:

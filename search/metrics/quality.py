@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from solvers import DiffusionModel, GaussianMixture, Schedule, sample
+from schedsearch.solvers import DiffusionModel, GaussianMixture, Schedule, sample
 
 from ..noise_set import NoiseSet
 from .fidelity import FidelityConfig, content_key, fidelity_metrics, to_uint8
@@ -126,7 +126,7 @@ def sample_batched(
     model: DiffusionModel, schedule: Schedule, noises: NoiseSet, guidance_scale: float | None, batch_size: int
 ) -> torch.Tensor:
     """``sample`` over the noise set in batches (bounded memory), returned on the CPU."""
-    from solvers import compile_plan
+    from schedsearch.solvers import compile_plan
 
     plan = compile_plan(schedule, model.noise_schedule)
     out = []

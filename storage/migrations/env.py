@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from storage.migrate import VERSION_TABLE, include_object
-from storage.models import Base
+from schedsearch.storage.migrate import VERSION_TABLE, include_object
+from schedsearch.storage.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -1,0 +1,57 @@
+"""The ``schedsearch`` command line.
+
+Every command turns bad input into one line on stderr naming the problem and a
+non-zero exit status (set ``SCHEDSEARCH_DEBUG=1`` for the traceback). One module per
+command group registers its sub-commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from . import compare, sampling, store
+from .common import EXIT_USAGE, Parser, UserError
+
+__all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="schedsearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for group in (sampling, compare, store):
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except Exception as exc:
+        if os.environ.get("SCHEDSEARCH_DEBUG"):
+            raise
+        print(f"schedsearch: error: {_describe(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(exc: Exception) -> str:
+    from schedsearch.solvers import SolverError
+    from schedsearch.storage import StoreError
+
+    from ..metrics.fidelity import ExtractorError
+    from ..metrics.reference_data import ReferenceDataError
+
+    if isinstance(exc, UserError | SolverError | StoreError | ExtractorError | ReferenceDataError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
