@@ -16,11 +16,11 @@ from typing import TextIO
 
 import torch
 
-from schedsearch.solvers import DiffusionModel, GaussianMixture, Schedule, ScheduleError, baseline
+from schedsearch.solvers import DiffusionModel, Schedule, ScheduleError, baseline
 
 from .evaluator import EvalResult, Evaluator, SampleEvaluator
-from .metrics.fidelity import DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig
-from .metrics.quality import LOWER_IS_BETTER, ClassAccuracy, FidelityMetric, Metric, MixtureMetrics, ReferenceDistance
+from .metrics.quality import LOWER_IS_BETTER
+from .metrics.suite import metric_suite
 from .noise_set import NoiseSet
 
 
@@ -48,28 +48,9 @@ def default_evaluator(
     classifier for the digits model, Inception otherwise) and, where given, a local
     weights file for it.
     """
-    mixture = model.info.get("mixture")
     noises = NoiseSet.draw(model.sample_shape, num_samples, seed, model.num_classes, dtype=model.state_dtype)
-    ref_schedule = baseline("dpmpp_3m", 100, model)
-    metrics: list[Metric] = [ReferenceDistance(model, ref_schedule, guidance_scale)]
-    objective = "ref_rmse"
-    if isinstance(mixture, GaussianMixture):
-        metrics.append(MixtureMetrics(mixture))
-        objective = "mmd"
-    if model.info.get("digits"):
-        from schedsearch.solvers.digits import load_digits_classifier, load_digits_split
-
-        train, _ = load_digits_split()
-        reference_images = train.images if reference_images is None else reference_images
-        metrics.append(ClassAccuracy(load_digits_classifier()))
-    if reference_images is not None:
-        name = extractor or (DIGITS_EXTRACTOR if model.info.get("digits") else INCEPTION_EXTRACTOR)
-        config = FidelityConfig(extractor=name, cache_root=cache_root, extractor_weights=extractor_weights)
-        config.check()
-        if name == INCEPTION_EXTRACTOR and model.sample_shape[0] != 3:
-            raise ExtractorError(f"{name} takes RGB images; this model samples {model.sample_shape[0]} channel(s)")
-        metrics.append(FidelityMetric(reference_images, config))
-        objective = "fid"
+    metrics, objective = metric_suite(model, guidance_scale, reference_images, cache_root, extractor,
+                                      extractor_weights)
     return SampleEvaluator(model, noises, metrics, objective, guidance_scale=guidance_scale)
 
 

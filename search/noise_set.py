@@ -21,6 +21,8 @@ class NoiseSet:
     noise: torch.Tensor
     labels: torch.Tensor | None
     seed: int
+    #: the set this one is the head of (None: a full set)
+    root: NoiseSet | None = field(default=None, repr=False)
     _heads: dict[int, NoiseSet] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
@@ -46,7 +48,9 @@ class NoiseSet:
         if n == len(self):
             return self
         if n not in self._heads:
-            self._heads[n] = NoiseSet(self.noise[:n], None if self.labels is None else self.labels[:n], self.seed)
+            root = self.root or self
+            self._heads[n] = NoiseSet(self.noise[:n], None if self.labels is None else self.labels[:n], self.seed,
+                                      root)
         return self._heads[n]
 
     @cached_property

@@ -85,15 +85,22 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def export_best(store: TrialStore, search: SearchRecord, nfe: int | None) -> dict[str, Any]:
-    """The best complete trial's schedule JSON with provenance; validated as a Schedule."""
+    """The search's best schedule at ``nfe`` (the held-out winner once validated; without ``nfe`` the best
+    over all NFE) as schedule JSON with provenance."""
     from schedsearch.solvers import Schedule
 
-    best = store.best(search, k=1, nfe=nfe)
-    if not best:
+    from .fidelity import evidence
+
+    best = store.best_per_nfe(search)
+    if nfe is not None:
+        trial = best.get(nfe)
+    else:  # the best over every NFE, ranked as each NFE's best is
+        trial = min(best.values(), key=evidence, default=None)
+    if trial is None:
         where = f" at NFE {nfe}" if nfe is not None else ""
         raise StoreError(f"search {search.name!r} has no complete trial{where} to export")
-    trial = best[0]
     data = dict(trial.schedule)
     data["provenance"] = {**dict(data.get("provenance", {})), "model": search.model_ref, "search": search.name,
-                          "trial": trial.number, "objective": search.objective, "metrics": dict(trial.metrics)}
+                          "trial": trial.number, "objective": search.objective, "stage": trial.stage.value,
+                          "samples": trial.fidelity, "metrics": dict(trial.metrics)}
     return Schedule.from_dict(data).to_dict()

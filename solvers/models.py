@@ -8,6 +8,8 @@ batched call, which counts as one model evaluation.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -74,6 +76,21 @@ class DiffusionModel:
             return None
         return embeds - 1 if self.uncond is not None else embeds
 
+    def fingerprint(self) -> str | None:
+        """A content hash of the network's weights (and the noise schedule), or None when the network
+        is an opaque callable. Keys cached results such as reference solutions."""
+        if "fingerprint" in self.info:
+            return str(self.info["fingerprint"])
+        tensors = _network_tensors(self.network)
+        if tensors is None:
+            return None
+        h = hashlib.sha256(json.dumps(self.noise_schedule.spec(), sort_keys=True, default=str).encode())
+        h.update(f"{self.parameterization.value}|{tuple(self.sample_shape)}|{self.dtype}".encode())
+        for name, tensor in tensors:
+            h.update(name.encode())
+            h.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:24]
+
     @property
     def state_dtype(self) -> torch.dtype:
         """Dtype of the sampler state: at least float32 (fp16/bf16 models are upcast)."""
@@ -120,6 +137,18 @@ class DiffusionModel:
         else:
             x0 = torch.zeros_like(x)
         return Predictions(x0, (x - alpha * x0) / sigma)
+
+
+def _network_tensors(network: Any) -> list[tuple[str, torch.Tensor]] | None:
+    """The tensors that determine a network: a module's state dict (found on ``network`` or its
+    ``unet``/``module``/``mixture`` attribute), or None for an opaque callable."""
+    for holder in (network, getattr(network, "unet", None), getattr(network, "module", None)):
+        if isinstance(holder, torch.nn.Module):
+            return sorted(holder.state_dict().items())
+    mixture = getattr(network, "mixture", None)
+    if mixture is not None:
+        return [(name, getattr(mixture, name)) for name in ("weights", "means", "stds")]
+    return None
 
 
 def _stack_cond(cond: Any, uncond: Any, batch: int) -> Any:

@@ -62,6 +62,7 @@ class TrialRow(Base):
         Index("ix_ss_trials_search_state", "search_id", "state"),
         Index("ix_ss_trials_search_objective", "search_id", "objective"),
         Index("ix_ss_trials_search_hash", "search_id", "schedule_hash"),
+        Index("ix_ss_trials_search_stage_fidelity", "search_id", "stage", "fidelity"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,6 +73,10 @@ class TrialRow(Base):
     schedule_hash: Mapped[str] = mapped_column(String(64))
     nfe: Mapped[int] = mapped_column(Integer)
     fidelity: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: which part of the search made the trial: baseline, search, promote (more samples), holdout
+    stage: Mapped[str] = mapped_column(String(16), default="search", server_default="search")
+    #: the strategy's bookkeeping for this trial (e.g. its Optuna trial number, the parents)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     objective: Mapped[float | None] = mapped_column(Float, nullable=True)
     predicted: Mapped[float | None] = mapped_column(Float, nullable=True)

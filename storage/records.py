@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -15,6 +15,20 @@ class TrialState(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+
+
+class Stage(StrEnum):
+    """Which part of a search made a trial.
+
+    ``baseline``: a hand-designed solver, evaluated first; ``search``: a strategy's proposal;
+    ``promote``: a schedule re-measured with more samples (successive halving);
+    ``holdout``: re-measured on the held-out noise set (the figures a winner is chosen on).
+    """
+
+    BASELINE = "baseline"
+    SEARCH = "search"
+    PROMOTE = "promote"
+    HOLDOUT = "holdout"
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,8 @@ class TrialRecord:
     started_at: datetime | None
     finished_at: datetime | None
     seconds: float | None
+    stage: Stage = Stage.SEARCH
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +73,7 @@ class TrialRecord:
             "objective": self.objective,
             "metrics": dict(self.metrics),
             "fidelity": self.fidelity,
+            "stage": self.stage.value,
             "predicted": self.predicted,
             "worker": self.worker,
             "error": self.error,
@@ -74,6 +91,8 @@ class NewTrial:
     nfe: int
     fidelity: int | None = None
     predicted: float | None = None
+    stage: Stage = Stage.SEARCH
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

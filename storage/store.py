@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text, update
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
 from .models import ArtifactRow, BestScheduleRow, PredictorCheckpointRow, SearchRow, TrialRow
-from .records import NewTrial, PredictorCheckpoint, SearchRecord, TrialRecord, TrialState
+from .records import NewTrial, PredictorCheckpoint, SearchRecord, Stage, TrialRecord, TrialState
 
 DEFAULT_DB = "sqlite:///schedsearch.db"
 
@@ -87,6 +87,11 @@ class TrialStore:
             raise
         return cls(engine)
 
+    @property
+    def url(self) -> str:
+        """The database URL (with its password), e.g. for an Optuna study in the same database."""
+        return self.engine.url.render_as_string(hide_password=False)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -118,6 +123,16 @@ class TrialStore:
         with self._tx() as s:
             return [_search(r) for r in s.scalars(select(SearchRow).order_by(SearchRow.id))]
 
+    def update_config(self, search: SearchRecord, config: Mapping[str, Any]) -> SearchRecord:
+        """Replace a search's stored config (e.g. a larger budget on resume)."""
+        with self._tx() as s:
+            row = s.get(SearchRow, search.id)
+            if row is None:
+                raise StoreError(f"no search named {search.name!r}")
+            row.config, row.updated_at = dict(config), _now()
+            s.flush()
+            return _search(row)
+
     def set_status(self, search: SearchRecord, status: str) -> None:
         with self._tx() as s:
             s.execute(update(SearchRow).where(SearchRow.id == search.id).values(status=status, updated_at=_now()))
@@ -135,8 +150,8 @@ class TrialStore:
         rows = [
             TrialRow(search_id=search.id, number=start + i, state=state.value, schedule=dict(t.schedule),
                      schedule_hash=t.schedule_hash, nfe=t.nfe, fidelity=t.fidelity, predicted=t.predicted,
-                     metrics={}, worker=worker, created_at=now,
-                     started_at=None if state is TrialState.QUEUED else now)
+                     stage=Stage(t.stage).value, meta=dict(t.meta) or None, metrics={}, worker=worker,
+                     created_at=now, started_at=None if state is TrialState.QUEUED else now)
             for i, t in enumerate(trials)
         ]
         s.add_all(rows)
@@ -144,10 +159,33 @@ class TrialStore:
         return rows
 
     def add_trials(self, search: SearchRecord, trials: Sequence[NewTrial], state: TrialState = TrialState.QUEUED,
-                   worker: str | None = None) -> list[TrialRecord]:
-        """Enqueue trials with consecutive numbers, in one transaction."""
+                   worker: str | None = None,
+                   artifacts: Mapping[str, tuple[bytes, Mapping[str, Any]]] | None = None) -> list[TrialRecord]:
+        """Enqueue trials with consecutive numbers — and store ``artifacts`` (kind → (data, meta)) — in one
+        transaction (a strategy's state is saved with the trials it asked for)."""
         with self._tx() as s:
-            return [_trial(r) for r in self._insert(s, search, trials, TrialState(state), worker)]
+            rows = self._insert(s, search, trials, TrialState(state), worker)
+            for kind, (data, meta) in (artifacts or {}).items():
+                _put_artifact(s, search, kind, data, meta)
+            return [_trial(r) for r in rows]
+
+    def start_trials(self, search: SearchRecord, numbers: Sequence[int], worker: str | None) -> None:
+        """Queued trials become running (taken by ``worker``)."""
+        if not numbers:
+            return
+        with self._tx() as s:
+            s.execute(update(TrialRow).where(TrialRow.search_id == search.id, TrialRow.number.in_(list(numbers)),
+                                             TrialRow.state == TrialState.QUEUED.value)
+                      .values(state=TrialState.RUNNING.value, worker=worker, started_at=_now()))
+
+    def requeue(self, search: SearchRecord) -> int:
+        """Running and interrupted trials (their driver died or stopped) go back to the queue."""
+        with self._tx() as s:
+            result = s.execute(update(TrialRow).where(
+                TrialRow.search_id == search.id,
+                TrialRow.state.in_([TrialState.RUNNING.value, TrialState.INTERRUPTED.value]),
+            ).values(state=TrialState.QUEUED.value, worker=None, started_at=None))
+            return int(result.rowcount or 0)
 
     def claim_trial(self, search: SearchRecord, worker: str) -> TrialRecord | None:
         """Atomically move the oldest queued trial to running (None when the queue is empty)."""
@@ -165,7 +203,7 @@ class TrialStore:
 
     def finish_trial(self, trial: TrialRecord, state: TrialState, metrics: Mapping[str, Any] | None = None,
                      objective: float | None = None, error: str | None = None,
-                     seconds: float | None = None) -> TrialRecord:
+                     seconds: float | None = None, worker: str | None = None) -> TrialRecord:
         """Record a trial's result and, in the same transaction, the best schedule for its NFE."""
         if state not in (TrialState.COMPLETE, TrialState.FAILED):
             raise ValueError(f"finish_trial: state must be complete or failed, not {state}")
@@ -173,6 +211,10 @@ class TrialStore:
             row = s.get(TrialRow, trial.id)
             if row is None:
                 raise StoreError(f"trial {trial.number} no longer exists")
+            if row.state in (TrialState.COMPLETE.value, TrialState.FAILED.value):
+                return _trial(row)  # a late duplicate result: the first one stands
+            if worker is not None:
+                row.worker = worker
             _finish(s, row, state, metrics, objective, error, seconds)
             return _trial(row)
 
@@ -195,14 +237,19 @@ class TrialStore:
             ).values(state=TrialState.INTERRUPTED.value))
             return int(result.rowcount or 0)
 
-    def trials(self, search: SearchRecord, state: TrialState | None = None, nfe: int | None = None
-               ) -> list[TrialRecord]:
+    def trials(self, search: SearchRecord, state: TrialState | None = None, nfe: int | None = None,
+               stage: Stage | None = None, since: int | None = None) -> list[TrialRecord]:
+        """Trials in number order, optionally of one state, NFE, stage, or numbered ``since`` and above."""
         with self._tx() as s:
             query = select(TrialRow).where(TrialRow.search_id == search.id)
             if state is not None:
                 query = query.where(TrialRow.state == TrialState(state).value)
             if nfe is not None:
                 query = query.where(TrialRow.nfe == nfe)
+            if stage is not None:
+                query = query.where(TrialRow.stage == Stage(stage).value)
+            if since is not None:
+                query = query.where(TrialRow.number >= since)
             return [_trial(r) for r in s.scalars(query.order_by(TrialRow.number))]
 
     def count_trials(self, search: SearchRecord) -> dict[TrialState, int]:
@@ -214,15 +261,27 @@ class TrialStore:
             counts.update({TrialState(state): int(n) for state, n in rows})
             return counts
 
-    def best(self, search: SearchRecord, k: int = 1, nfe: int | None = None) -> list[TrialRecord]:
-        """The k complete trials with the lowest objective (optionally at one NFE)."""
+    def best(self, search: SearchRecord, k: int = 1, nfe: int | None = None, stage: Stage | None = None,
+             fidelity: int | None = None) -> list[TrialRecord]:
+        """The k best complete trials (optionally of one NFE, stage or fidelity).
+
+        Objectives are only comparable on the same noise and sample count, so trials rank first by
+        how they were measured — held-out before search noise, more samples before fewer — then by
+        objective (as the best-schedule table does).
+        """
         with self._tx() as s:
             query = select(TrialRow).where(TrialRow.search_id == search.id,
                                            TrialRow.state == TrialState.COMPLETE.value,
                                            TrialRow.objective.is_not(None))
             if nfe is not None:
                 query = query.where(TrialRow.nfe == nfe)
-            return [_trial(r) for r in s.scalars(query.order_by(TrialRow.objective, TrialRow.number).limit(k))]
+            if stage is not None:
+                query = query.where(TrialRow.stage == Stage(stage).value)
+            if fidelity is not None:
+                query = query.where(TrialRow.fidelity == fidelity)
+            order = (case((TrialRow.stage == Stage.HOLDOUT.value, 1), else_=0).desc(),
+                     func.coalesce(TrialRow.fidelity, 0).desc(), TrialRow.objective, TrialRow.number)
+            return [_trial(r) for r in s.scalars(query.order_by(*order).limit(k))]
 
     def best_per_nfe(self, search: SearchRecord) -> dict[int, TrialRecord]:
         with self._tx() as s:
@@ -235,11 +294,7 @@ class TrialStore:
     def put_artifact(self, search: SearchRecord, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
         """Store (or replace) the search's artifact of this kind."""
         with self._tx() as s:
-            row = s.scalar(select(ArtifactRow).where(ArtifactRow.search_id == search.id, ArtifactRow.kind == kind))
-            if row is None:
-                s.add(ArtifactRow(search_id=search.id, kind=kind, data=data, meta=dict(meta)))
-            else:
-                row.data, row.meta = data, dict(meta)
+            _put_artifact(s, search, kind, data, meta)
 
     def get_artifact(self, search: SearchRecord, kind: str) -> tuple[bytes, dict[str, Any]] | None:
         with self._tx() as s:
@@ -260,6 +315,14 @@ class TrialStore:
             row = s.scalar(select(PredictorCheckpointRow).where(PredictorCheckpointRow.search_id == search.id)
                            .order_by(PredictorCheckpointRow.id.desc()).limit(1))
             return None if row is None else _checkpoint(row)
+
+
+def _put_artifact(s: Session, search: SearchRecord, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
+    row = s.scalar(select(ArtifactRow).where(ArtifactRow.search_id == search.id, ArtifactRow.kind == kind))
+    if row is None:
+        s.add(ArtifactRow(search_id=search.id, kind=kind, data=data, meta=dict(meta)))
+    else:
+        row.data, row.meta = data, dict(meta)
 
 
 def _prepare_schema(conn: Connection, *, create: bool, read_only: bool) -> None:
@@ -297,9 +360,16 @@ def _finish(s: Session, row: TrialRow, state: TrialState, metrics: Mapping[str, 
             BestScheduleRow.search_id == row.search_id, BestScheduleRow.nfe == row.nfe))
         if best is None:
             s.add(BestScheduleRow(search_id=row.search_id, nfe=row.nfe, trial_id=row.id, objective=objective))
-        elif objective < best.objective:
-            best.trial_id, best.objective = row.id, objective
+        else:
+            current = s.get(TrialRow, best.trial_id)
+            if current is None or _evidence(row) > _evidence(current):
+                best.trial_id, best.objective = row.id, objective
     s.flush()
+
+
+def _evidence(row: TrialRow) -> tuple[int, int, float]:
+    """How a result ranks for the best schedule: held-out noise first, then more samples, then lower objective."""
+    return (int(row.stage == Stage.HOLDOUT.value), row.fidelity or 0, -float(row.objective))
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -315,7 +385,8 @@ def _search(r: SearchRow) -> SearchRecord:
 def _trial(r: TrialRow) -> TrialRecord:
     return TrialRecord(r.id, r.search_id, r.number, TrialState(r.state), dict(r.schedule), r.schedule_hash, r.nfe,
                        r.fidelity, dict(r.metrics or {}), r.objective, r.predicted, r.worker, r.error,
-                       _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.seconds)
+                       _utc(r.created_at), _utc(r.started_at), _utc(r.finished_at), r.seconds,
+                       Stage(r.stage or Stage.SEARCH.value), dict(r.meta or {}))
 
 
 def _checkpoint(r: PredictorCheckpointRow) -> PredictorCheckpoint:

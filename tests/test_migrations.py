@@ -26,7 +26,7 @@ def test_older_database_is_upgraded_without_losing_data(store_url):
             "created_at) VALUES (1, 0, 'complete', '{\"x\": 1}', 'h', 5, '{\"fid\": 3.5}', 3.5, '2026-01-01')"))
         assert "ss_artifacts" not in sa.inspect(conn).get_table_names()
     engine.dispose()
-    with pytest.raises(StoreError, match="older than '0002'"):
+    with pytest.raises(StoreError, match=f"older than '{migrate.head_revision()}'"):
         TrialStore.open(store_url, read_only=True)
     store = TrialStore.open(store_url)
     search = store.get_search("old")
@@ -34,7 +34,7 @@ def test_older_database_is_upgraded_without_losing_data(store_url):
     [trial] = store.trials(search)
     assert trial.metrics == {"fid": 3.5} and trial.objective == 3.5
     with store.engine.connect() as conn:
-        assert migrate.current_revision(conn) == migrate.head_revision() == "0002"
+        assert migrate.current_revision(conn) == migrate.head_revision() == "0003"
         assert "ss_artifacts" in sa.inspect(conn).get_table_names()
     store.add_trials(search, [NewTrial({"y": 2}, "h2", 6)])
     assert [t.number for t in store.trials(search)] == [0, 1]

@@ -43,6 +43,19 @@ def test_old_top_level_names_are_not_installed(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+def test_every_source_package_is_installed():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"schedsearch"}
+    for top in ("solvers", "search", "storage", "predictors"):
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT).parts
+            if "_schedsearch" not in rel and "__pycache__" not in rel:
+                found.add(".".join(("schedsearch", *rel)))
+    assert found == listed
+
+
 def test_wheel_holds_only_schedsearch_and_imports_in_a_clean_venv(tmp_path):
     src = tmp_path / "src"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from . import compare, sampling, store
+from . import compare, sampling, search, store
 from .common import EXIT_USAGE, Parser, UserError
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -21,7 +21,7 @@ __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="schedsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for group in (sampling, compare, store):
+    for group in (search, sampling, compare, store):
         group.register(sub)
     return parser
 
@@ -43,10 +43,15 @@ def _describe(exc: Exception) -> str:
     from schedsearch.solvers import SolverError
     from schedsearch.storage import StoreError
 
+    from ..config import ConfigError
+    from ..loop import SearchError
     from ..metrics.fidelity import ExtractorError
     from ..metrics.reference_data import ReferenceDataError
+    from ..space import SpaceError
 
-    if isinstance(exc, UserError | SolverError | StoreError | ExtractorError | ReferenceDataError):
+    known = (UserError, SolverError, StoreError, ExtractorError, ReferenceDataError, ConfigError, SearchError,
+             SpaceError)
+    if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)

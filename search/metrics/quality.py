@@ -6,9 +6,12 @@ every name listed in ``LOWER_IS_BETTER``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -21,6 +24,9 @@ LOWER_IS_BETTER = {"fid", "kid", "ref_rmse", "mmd", "nll"}
 
 
 class Metric(Protocol):
+    #: the names of the values the metric returns
+    provides: ClassVar[tuple[str, ...]]
+
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]: ...
 
 
@@ -33,6 +39,7 @@ class FidelityMetric:
 
     reference: torch.Tensor
     config: FidelityConfig = field(default_factory=FidelityConfig)
+    provides: ClassVar[tuple[str, ...]] = ("fid", "kid", "kid_std", "precision", "recall", "f_score")
     _key: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -46,20 +53,54 @@ class FidelityMetric:
 
 @dataclass
 class ReferenceDistance:
-    """RMSE to a high-NFE solve of the same noises (computed once per noise set, then cached)."""
+    """RMSE to a high-NFE solve of the same noises.
+
+    The solve is made once per full noise set (a head of it is a slice of the same solve) and,
+    given ``cache_root`` and a model with a fingerprint, kept on disk keyed by the model's weights,
+    the reference schedule, the noises and the guidance scale.
+    """
 
     model: DiffusionModel
     reference_schedule: Schedule
     guidance_scale: float | None = None
     batch_size: int = 1000
+    cache_root: Path | None = None
+    provides: ClassVar[tuple[str, ...]] = ("ref_rmse",)
     _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def solution(self, noises: NoiseSet) -> torch.Tensor:
-        key = noises.fingerprint
+        root = noises.root or noises
+        key = root.fingerprint
         if key not in self._cache:
-            self._cache[key] = sample_batched(self.model, self.reference_schedule, noises, self.guidance_scale,
-                                              self.batch_size)
-        return self._cache[key]
+            self._cache[key] = self._load_or_solve(root)
+        return self._cache[key][: len(noises)]
+
+    def _load_or_solve(self, noises: NoiseSet) -> torch.Tensor:
+        path = self._cache_path(noises)
+        if path is not None and path.exists():
+            try:
+                cached = torch.load(path, map_location="cpu", weights_only=True)
+                if isinstance(cached, torch.Tensor) and cached.shape[0] == len(noises):
+                    return cached
+            except Exception:  # a damaged cache entry is recomputed
+                pass
+        solution = sample_batched(self.model, self.reference_schedule, noises, self.guidance_scale, self.batch_size)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(solution, tmp)
+            os.replace(tmp, path)
+        return solution
+
+    def _cache_path(self, noises: NoiseSet) -> Path | None:
+        fingerprint = self.model.fingerprint()
+        if self.cache_root is None or fingerprint is None:
+            return None
+        key = hashlib.sha256("|".join([
+            fingerprint, self.reference_schedule.canonical_hash(), noises.fingerprint, repr(self.guidance_scale),
+            str(self.model.state_dtype),
+        ]).encode()).hexdigest()[:24]
+        return Path(self.cache_root) / "reference" / f"{key}.pt"
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         ref = self.solution(noises).to(samples)
@@ -72,6 +113,7 @@ class ClassAccuracy:
 
     classifier: Callable[[torch.Tensor], torch.Tensor]
     confidence: float = 0.8
+    provides: ClassVar[tuple[str, ...]] = ("accuracy", "confident_accuracy", "mean_confidence")
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         if noises.labels is None:
@@ -100,6 +142,7 @@ class MixtureMetrics:
 
     mixture: GaussianMixture
     bandwidth: float = 1.0
+    provides: ClassVar[tuple[str, ...]] = ("mmd", "nll")
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         x = samples.double().reshape(samples.shape[0], -1)

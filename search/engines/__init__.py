@@ -1,0 +1,26 @@
+"""Engines: in-process, or a pool of Ray actors (local Ray or a running cluster)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import Engine, Job, JobResult
+from .local import LocalEngine
+
+if TYPE_CHECKING:
+    from ..config import SearchConfig
+
+
+def make_engine(config: SearchConfig) -> Engine:
+    """The engine a config asks for; workers build their evaluators from the config's evaluation spec."""
+    spec = config.evaluation_spec()
+    e = config.engine
+    if e.kind == "local":
+        return LocalEngine(spec)
+    from .ray_pool import RayEngine
+
+    return RayEngine(spec, num_workers=e.num_workers, num_cpus=e.num_cpus, num_gpus=e.num_gpus,
+                     address=e.ray_address)
+
+
+__all__ = ["Engine", "Job", "JobResult", "LocalEngine", "make_engine"]

@@ -1,0 +1,75 @@
+"""The engine seam: where evaluations run. Jobs go in by trial number, results come back.
+
+Workers build their :class:`~schedsearch.search.context.EvaluationContext` once from the
+search's :class:`~schedsearch.search.context.EvaluationSpec`; the driver alone writes the
+store. An engine never loses a job: one whose worker died is run again elsewhere (or comes
+back failed with the reason once it has killed several workers).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..context import SEARCH_NOISE
+from ..evaluator import EvalResult
+
+
+@dataclass(frozen=True)
+class Job:
+    """Evaluate ``schedule`` (schedule JSON) with ``num_samples`` draws of the ``noise`` set."""
+
+    number: int
+    schedule: Mapping[str, Any]
+    num_samples: int
+    noise: str = SEARCH_NOISE
+
+
+@dataclass(frozen=True)
+class JobResult:
+    number: int
+    result: EvalResult
+    worker: str
+
+
+class Engine(ABC):
+    """Runs jobs; ``capacity`` of them at once."""
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def pending(self) -> int:
+        """Jobs submitted whose results have not been returned yet."""
+
+    @abstractmethod
+    def submit(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> list[JobResult]:
+        """Results that are ready: at least one while jobs are pending (unless ``timeout`` passes)."""
+
+    @abstractmethod
+    def floor(self) -> dict[str, float]:
+        """Every metric of the model's high-NFE reference solve on the held-out noise."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """What the workers measure: ``objective``, ``metrics`` (names) and ``fingerprints`` (content
+        hashes of the noise sets, checked against the stored ones on resume)."""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,353 @@
+"""The search loop: ask → [promote] → evaluate → record → tell, then validate on held-out noise.
+
+One driver per search; it alone writes the store. Work proceeds in batches of
+``strategy.batch_size`` trials: the strategy's proposals (and successive-halving
+promotions) are written ``queued`` together with the strategy's state in one transaction,
+marked ``running`` when dispatched, ``complete``/``failed`` with their metrics one
+transaction each; the strategy learns from a batch only once all of it is measured, in
+trial-number order. So the trials a seeded search makes do not depend on the engine,
+the number of workers, or on being killed and resumed at any moment: the store holds
+everything the next step depends on.
+
+After the budget (true evaluations on the search noise, baselines and promotions included),
+the best ``validation.top_k`` searched schedules and the ``validation.baselines`` best
+baselines per NFE are measured at the highest fidelity and on the held-out noise; the
+held-out figure picks the winner, which may be a baseline.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schedsearch.solvers import DiffusionModel, Schedule, ScheduleError, baseline, load_model
+from schedsearch.storage import NewTrial, SearchRecord, Stage, StoreError, TrialRecord, TrialState, TrialStore
+
+from .config import SearchConfig
+from .context import HOLDOUT_NOISE, SEARCH_NOISE
+from .engines import Engine, Job
+from .fidelity import SEARCH_STAGES, level_results, promotions, top_schedules
+from .space import SearchSpace
+from .strategies import Observation, Strategy, make_strategy
+
+STATE_ARTIFACT = "strategy_state"
+NOISE_ARTIFACT = "noise_sets"
+FLOOR_ARTIFACT = "floor"
+MAX_DUPLICATE_ROUNDS = 20
+
+
+class SearchError(Exception):
+    """A search that cannot start or continue (name clash, changed noise, nothing left to propose)."""
+
+
+@dataclass
+class SearchProgress:
+    """What the progress display is told (the loop prints nothing itself)."""
+
+    on_start: Callable[[int, int], None] = lambda spent, budget: None
+    on_result: Callable[[TrialRecord, dict[int, float]], None] = lambda trial, best: None
+    on_stage: Callable[[str, int], None] = lambda stage, total: None
+    on_close: Callable[[], None] = lambda: None
+
+
+@dataclass
+class SearchOutcome:
+    search: SearchRecord
+    trials: list[TrialRecord]
+    objective: str
+    floor: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def open_search(store: TrialStore, config: SearchConfig, objective: str) -> tuple[SearchRecord, bool]:
+    """Create the search, or reopen it when the name exists with the same config (``resumed`` = True)."""
+    assert config.name is not None
+    try:
+        search = store.get_search(config.name)
+    except StoreError:
+        return store.create_search(config.name, config.to_dict(), config.model, objective), False
+    try:
+        stored = SearchConfig.model_validate(search.config)
+    except ValueError:
+        raise SearchError(f"search {config.name!r}: its stored config is not understood by this version") from None
+    if stored.comparable() != config.comparable():
+        diff = _first_difference(stored.comparable(), config.comparable())
+        raise SearchError(f"a search named {config.name!r} exists with a different config ({diff}); "
+                          "choose another --name or resume it with `schedsearch resume`")
+    if config.budget != stored.budget:
+        search = store.update_config(search, config.to_dict())
+    return search, True
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    return f"{path}: stored {a!r}, given {b!r}"
+
+
+class SearchRun:
+    """Runs (or resumes) one search to its end."""
+
+    def __init__(self, config: SearchConfig, store: TrialStore, engine: Engine,
+                 progress: SearchProgress | None = None, model: DiffusionModel | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.progress = progress or SearchProgress()
+        info = engine.info()
+        self.objective: str = info["objective"]
+        if self.objective not in info["metrics"]:
+            raise SearchError(f"objective: {self.objective!r} is not measured for this model "
+                              f"(available: {', '.join(info['metrics'])})")
+        self.fingerprints: dict[str, str] = info["fingerprints"]
+        self.model = model or load_model(config.model, device="cpu")
+        self.space = SearchSpace(config.space_spec(), self.model.noise_schedule,
+                                 has_data_mean=self.model.data_mean is not None)
+        self.levels = tuple(config.fidelity.samples)
+        self.search, self.resumed = open_search(store, config, self.objective)
+        self.trials: dict[int, TrialRecord] = {}
+        self.strategy: Strategy | None = None
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    def run(self) -> SearchOutcome:
+        with _signals_as_interrupt():
+            try:
+                self.store.set_status(self.search, "running")
+                self._check_noise()
+                self.store.requeue(self.search)
+                self.trials = {t.number: t for t in self.store.trials(self.search)}
+                self.strategy = self._build_strategy()
+                self.progress.on_start(self._spent(), self.config.budget)
+                self._enqueue_baselines()
+                self._search()
+                self.progress.on_close()
+                floor = self._validate()
+                self.store.set_status(self.search, "complete")
+                return SearchOutcome(self.store.get_search(self.search.name), self._sorted(), self.objective, floor)
+            except KeyboardInterrupt:
+                self.store.mark_stale_running(self.search)
+                self.store.set_status(self.search, "interrupted")
+                raise
+            except BaseException:
+                self.store.set_status(self.search, "failed")
+                raise
+            finally:
+                self.progress.on_close()
+                if self.strategy is not None:
+                    self.strategy.close()
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _check_noise(self) -> None:
+        stored = self.store.get_artifact(self.search, NOISE_ARTIFACT)
+        if stored is None:
+            self.store.put_artifact(self.search, NOISE_ARTIFACT, b"", {"fingerprints": self.fingerprints})
+        elif stored[1].get("fingerprints") != self.fingerprints:
+            raise SearchError(f"search {self.search.name!r}: the noise sets drawn now differ from the stored ones "
+                              "(another model, or another torch version?); its trials cannot be continued")
+
+    def _build_strategy(self) -> Strategy:
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        options = dict(cfg.strategy.options)
+        try:
+            strategy = make_strategy(cfg.strategy.name, self.space, rng, options, storage=self.store.url,
+                                     search_name=self.search.name)
+        except TypeError as exc:
+            raise SearchError(f"strategy.options: {exc}") from None
+        artifact = self.store.get_artifact(self.search, STATE_ARTIFACT)
+        pending = [t.meta for t in self.trials.values() if t.state is TrialState.QUEUED and t.stage is Stage.SEARCH]
+        strategy.restore(self._observations(), None if artifact is None else artifact[0], pending)
+        return strategy
+
+    def _enqueue_baselines(self) -> None:
+        if any(t.stage is Stage.BASELINE for t in self.trials.values()):
+            return
+        new: list[NewTrial] = []
+        seen: set[str] = set()
+        for nfe in self.config.nfe:
+            for solver in self.config.baselines.solvers:
+                for grid in self.config.baselines.grids:
+                    try:
+                        s = baseline(solver, nfe, self.model, grid=grid)
+                        s.check_for(self.model.noise_schedule)
+                    except ScheduleError:
+                        continue  # e.g. a grid this model does not have
+                    if s.canonical_hash() in seen:
+                        continue
+                    seen.add(s.canonical_hash())
+                    new.append(_new_trial(s, self.levels[0], Stage.BASELINE, {"baseline": solver, "grid": grid}))
+        new = new[: max(0, self.config.budget - self._spent())]
+        if new:
+            for t in self.store.add_trials(self.search, new):
+                self.trials[t.number] = t
+
+    # -- the search ------------------------------------------------------------------------
+
+    def _spent(self) -> int:
+        return sum(1 for t in self.trials.values() if t.stage in SEARCH_STAGES and not t.meta.get("validation"))
+
+    def _search(self) -> None:
+        batch_size = self.config.strategy.batch_size
+        while True:
+            queued = [t for t in self._sorted() if t.state is TrialState.QUEUED and t.stage is not Stage.HOLDOUT]
+            if queued:
+                self._run_batch(queued)
+                continue
+            room = self.config.budget - self._spent()
+            if room <= 0:
+                return
+            batch = self._promotions(min(room, batch_size))
+            batch += self._proposals(min(room, batch_size) - len(batch))
+            if not batch:
+                return  # the space offers nothing new
+            state = self.strategy.state() if self.strategy is not None else b""
+            records = self.store.add_trials(self.search, batch,
+                                            artifacts={STATE_ARTIFACT: (state, {"strategy": self.config.strategy.name})})
+            for t in records:
+                self.trials[t.number] = t
+
+    def _promotions(self, limit: int) -> list[NewTrial]:
+        if limit <= 0 or len(self.levels) < 2:
+            return []
+        out = []
+        for trial, level in promotions(self._sorted(), self.levels, self.config.fidelity.eta)[:limit]:
+            out.append(NewTrial(trial.schedule, trial.schedule_hash, trial.nfe, fidelity=level, stage=Stage.PROMOTE,
+                                meta={"promoted_from": trial.number}))
+        return out
+
+    def _proposals(self, n: int) -> list[NewTrial]:
+        assert self.strategy is not None
+        if n <= 0:
+            return []
+        known = {(t.schedule_hash, t.fidelity): t for t in self._sorted() if t.stage in SEARCH_STAGES}
+        out: list[NewTrial] = []
+        fresh: set[str] = set()
+        for _ in range(MAX_DUPLICATE_ROUNDS):
+            for p in self.strategy.ask(n - len(out)):
+                h = p.schedule.canonical_hash()
+                seen = known.get((h, self.levels[0]))
+                if seen is not None and seen.state in (TrialState.COMPLETE, TrialState.FAILED):
+                    self.strategy.tell([Observation(seen.number, p.schedule, seen.objective, dict(p.meta))])
+                elif h in fresh or seen is not None:
+                    self.strategy.tell([Observation(-1, p.schedule, None, dict(p.meta))])
+                else:
+                    fresh.add(h)
+                    out.append(_new_trial(p.schedule, self.levels[0], Stage.SEARCH, p.meta))
+            if len(out) >= n:
+                break
+        return out
+
+    def _run_batch(self, batch: Sequence[TrialRecord]) -> None:
+        """Measure every trial of the batch, record each result, then tell the strategy (number order)."""
+        noise = {Stage.HOLDOUT: HOLDOUT_NOISE}
+        self.store.start_trials(self.search, [t.number for t in batch], self.engine.describe())
+        for t in batch:
+            self.engine.submit(Job(t.number, dict(t.schedule), int(t.fidelity or self.levels[0]),
+                                   noise.get(t.stage, SEARCH_NOISE)))
+        left = {t.number: t for t in batch}
+        while left:
+            for done in self.engine.wait():
+                trial = left.pop(done.number, None)
+                if trial is None:
+                    continue
+                r = done.result
+                state = TrialState.FAILED if r.failed else TrialState.COMPLETE
+                metrics = {k: v for k, v in r.metrics.items() if v == v}  # drop NaN (not JSON)
+                record = self.store.finish_trial(trial, state, metrics, r.objective, r.error, r.seconds,
+                                                 worker=done.worker)
+                self.trials[record.number] = record
+                self.progress.on_result(record, self._best_per_nfe())
+        if self.strategy is not None:
+            learn = [t for t in sorted(batch, key=lambda t: t.number) if t.stage in (Stage.BASELINE, Stage.SEARCH)]
+            self.strategy.tell(self._observations(learn))
+
+    def _observations(self, trials: Sequence[TrialRecord] | None = None) -> list[Observation]:
+        pool = self._sorted() if trials is None else [self.trials[t.number] for t in trials]
+        out = []
+        for t in pool:
+            if (t.stage in (Stage.BASELINE, Stage.SEARCH) and t.fidelity == self.levels[0]
+                    and t.state in (TrialState.COMPLETE, TrialState.FAILED)):
+                out.append(Observation(t.number, Schedule.from_dict(t.schedule), t.objective, dict(t.meta)))
+        return out
+
+    def _best_per_nfe(self) -> dict[int, float]:
+        best: dict[int, float] = {}
+        for nfe in self.config.nfe:
+            done = level_results(self.trials.values(), self.levels[0], nfe)
+            if done:
+                best[nfe] = float(done[0].objective)  # type: ignore[arg-type]
+        return best
+
+    def _sorted(self) -> list[TrialRecord]:
+        return [self.trials[n] for n in sorted(self.trials)]
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _validate(self) -> dict[str, dict[str, float]]:
+        cfg = self.config.validation
+        top = self.levels[-1]
+        ranked = [t for t in self.trials.values() if not t.meta.get("validation")]
+        chosen: list[TrialRecord] = []
+        for nfe in self.config.nfe:
+            chosen += top_schedules(ranked, nfe, cfg.top_k, (Stage.SEARCH,))
+            chosen += top_schedules(ranked, nfe, cfg.baselines, (Stage.BASELINE,))
+        have = {(t.schedule_hash, t.fidelity, t.stage is Stage.HOLDOUT) for t in self.trials.values()}
+        new: list[NewTrial] = []
+        for t in chosen:
+            origin = {"validation": True, "of": t.number}
+            if (t.schedule_hash, top, False) not in have:
+                new.append(NewTrial(t.schedule, t.schedule_hash, t.nfe, fidelity=top, stage=Stage.PROMOTE, meta=origin))
+            if (t.schedule_hash, cfg.samples, True) not in have:
+                new.append(NewTrial(t.schedule, t.schedule_hash, t.nfe, fidelity=cfg.samples, stage=Stage.HOLDOUT,
+                                    meta=origin))
+        if new:
+            for t in self.store.add_trials(self.search, new):
+                self.trials[t.number] = t
+        queued = [t for t in self._sorted() if t.state is TrialState.QUEUED]
+        if queued:
+            self.progress.on_stage("validation", len(queued))
+            self._run_batch(queued)
+            self.progress.on_close()
+        return self._floor()
+
+    def _floor(self) -> dict[str, dict[str, float]]:
+        stored = self.store.get_artifact(self.search, FLOOR_ARTIFACT)
+        if stored is not None:
+            return dict(stored[1])
+        floor = {HOLDOUT_NOISE: {m: v for m, v in self.engine.floor().items() if v == v}}
+        self.store.put_artifact(self.search, FLOOR_ARTIFACT, b"", floor)
+        return floor
+
+
+def _new_trial(schedule: Schedule, fidelity: int, stage: Stage, meta: Any) -> NewTrial:
+    return NewTrial(schedule.to_dict(), schedule.canonical_hash(), schedule.nfe, fidelity=fidelity, stage=stage,
+                    meta=dict(meta))
+
+
+@contextmanager
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cluster scheduler's stop) ends the search like Ctrl-C: cleanly, resumable."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["SearchError", "SearchOutcome", "SearchProgress", "SearchRun", "open_search"]

@@ -1,0 +1,81 @@
+"""The metrics that fit a model, and the objective a search minimises by default.
+
+Exact laws for Gaussian mixtures (MMD², NLL), FID / KID / precision-recall + class accuracy
+for the digits model (bundled extractor) or any image model given reference images, and
+for every model the RMSE to a high-NFE solve of the same noise (the cheap proxy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from schedsearch.solvers import DiffusionModel, GaussianMixture, baseline
+
+from .fidelity import DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig
+from .quality import ClassAccuracy, FidelityMetric, Metric, MixtureMetrics, ReferenceDistance
+
+#: the reference solve behind ``ref_rmse`` (and the model's "floor"): DPM-Solver++ 3M with this many steps
+REFERENCE_STEPS = 100
+
+
+def metric_suite(
+    model: DiffusionModel,
+    guidance_scale: float | None = None,
+    reference_images: torch.Tensor | None = None,
+    cache_root: Path | None = None,
+    extractor: str | None = None,
+    extractor_weights: Path | None = None,
+    reference_steps: int = REFERENCE_STEPS,
+) -> tuple[list[Metric], str]:
+    """(metrics, default objective) for ``model``.
+
+    Given ``reference_images`` (uint8 or [−1, 1], shaped like the samples), FID / KID /
+    precision-recall run through torch-fidelity with ``extractor`` (default: the digits
+    classifier for the digits model, Inception otherwise) and, where given, a local
+    weights file for it.
+    """
+    mixture = model.info.get("mixture")
+    reference = ReferenceDistance(model, baseline("dpmpp_3m", reference_steps, model), guidance_scale,
+                                  cache_root=cache_root)
+    metrics: list[Metric] = [reference]
+    objective = "ref_rmse"
+    if isinstance(mixture, GaussianMixture):
+        metrics.append(MixtureMetrics(mixture))
+        objective = "mmd"
+    if model.info.get("digits"):
+        from schedsearch.solvers.digits import load_digits_classifier, load_digits_split
+
+        train, _ = load_digits_split()
+        reference_images = train.images if reference_images is None else reference_images
+        metrics.append(ClassAccuracy(load_digits_classifier()))
+    if reference_images is not None:
+        name = extractor or (DIGITS_EXTRACTOR if model.info.get("digits") else INCEPTION_EXTRACTOR)
+        config = FidelityConfig(extractor=name, cache_root=cache_root, extractor_weights=extractor_weights)
+        config.check()
+        if name == INCEPTION_EXTRACTOR and model.sample_shape[0] != 3:
+            raise ExtractorError(f"{name} takes RGB images; this model samples {model.sample_shape[0]} channel(s)")
+        metrics.append(FidelityMetric(reference_images, config))
+        objective = "fid"
+    return metrics, objective
+
+
+def lean_metrics(metrics: list[Metric], objective: str) -> list[Metric]:
+    """Only what ``objective`` needs, plus the cheap metrics: torch-fidelity computes just the objective's
+    statistic (KID and precision/recall cost several times FID), the reference solve is skipped unless the
+    objective is its distance. Searches measure proposals with these and validation with all of them."""
+    out: list[Metric] = []
+    for metric in metrics:
+        if isinstance(metric, FidelityMetric):
+            if objective in FidelityMetric.provides:
+                wants = {"fid": "fid", "kid": "kid", "kid_std": "kid"}.get(objective, "prc")
+                config = replace(metric.config, fid=wants == "fid", kid=wants == "kid", prc=wants == "prc")
+                out.append(FidelityMetric(metric.reference, config))
+        elif isinstance(metric, ReferenceDistance):
+            if objective == "ref_rmse":
+                out.append(metric)
+        else:
+            out.append(metric)
+    return out

@@ -1,0 +1,133 @@
+"""Optuna samplers as strategies: TPE, CMA-ES, NSGA-II (quality vs NFE) and GP.
+
+The study lives in the search's own database (visible in optuna-dashboard) under the name
+``schedsearch:<search name>``. Optuna does not store a sampler's RNG, so the pickled
+sampler is this strategy's state, saved with every ``ask``; on resume the study is loaded
+with it, trials Optuna started that never reached the trial store are failed, and
+schedules it did not propose (baselines) are added as completed trials once.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..space import SearchSpace
+from .base import Observation, Proposal, Strategy
+
+SAMPLERS = ("tpe", "cmaes", "nsga2", "gp")
+ATTR = "schedsearch_trial"
+
+
+def study_name(search: str) -> str:
+    return f"schedsearch:{search}"
+
+
+def _make_sampler(kind: str, seed: int) -> Any:
+    import optuna
+
+    if kind == "tpe":  # Optuna 5 changed these defaults: state them
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=10)
+    if kind == "cmaes":  # CMA-ES on the float parameters (times, relaxations); categoricals independently
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
+                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed + 1))
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+    raise ValueError(f"strategy: unknown Optuna sampler {kind!r} (known: {', '.join(SAMPLERS)})")
+
+
+def _storage(url: str) -> Any:
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+class OptunaStrategy(Strategy):
+    """One Optuna sampler over the space's ``suggest`` parameters; NSGA-II minimises (objective, NFE)."""
+
+    name = "optuna"
+
+    def __init__(self, space: SearchSpace, rng: np.random.Generator, sampler: str, storage: str,
+                 search_name: str) -> None:
+        import optuna
+
+        super().__init__(space, rng)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.kind = sampler
+        self.multi = sampler == "nsga2"
+        self.sampler = _make_sampler(sampler, int(rng.integers(2**31 - 1)))
+        self.storage = _storage(storage)
+        self.study = optuna.create_study(
+            study_name=study_name(search_name), storage=self.storage, sampler=self.sampler, load_if_exists=True,
+            directions=["minimize", "minimize"] if self.multi else ["minimize"],
+        )
+        self.known: set[int] = set()  # our trial numbers the study already holds
+
+    def ask(self, n: int) -> list[Proposal]:
+        out = []
+        for _ in range(n):
+            trial = self.study.ask()
+            genome = self.space.suggest(trial)
+            out.append(Proposal(self.space.decode(genome), {"op": self.kind, "optuna_trial": trial.number}))
+        return out
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        import optuna
+        from optuna.trial import TrialState as OptunaState
+
+        for obs in observations:
+            values = None if obs.objective is None else ([obs.objective, float(obs.nfe)] if self.multi
+                                                         else [obs.objective])
+            number = obs.meta.get("optuna_trial")
+            if number is not None:  # a trial this study proposed
+                if values is None:
+                    self.study.tell(int(number), state=OptunaState.FAIL, skip_if_finished=True)
+                else:
+                    self.study.tell(int(number), values, skip_if_finished=True)
+                continue
+            if obs.number in self.known or values is None:
+                continue
+            encoded = self.space.optuna_params(self.space.encode(obs.schedule))
+            if encoded is None:
+                continue
+            params, dists = encoded
+            self.study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, values=values,
+                                                           user_attrs={ATTR: obs.number}))
+            self.known.add(obs.number)
+
+    def state(self) -> bytes:
+        return pickle.dumps({"rng": self.rng.bit_generator.state, "sampler": self.sampler})
+
+    def restore(self, observations: Sequence[Observation], state: bytes | None,
+                pending: Sequence[Mapping[str, Any]] = ()) -> None:
+        import optuna
+        from optuna.trial import TrialState as OptunaState
+
+        if state is not None:
+            saved = pickle.loads(state)
+            self.rng.bit_generator.state = saved["rng"]
+            self.sampler = saved["sampler"]
+            self.study = optuna.load_study(study_name=self.study.study_name, storage=self.storage,
+                                           sampler=self.sampler)
+        in_store = {int(m["optuna_trial"]) for m in [*(o.meta for o in observations), *pending] if "optuna_trial" in m}
+        for trial in self.study.get_trials(deepcopy=False):
+            if ATTR in trial.user_attrs:
+                self.known.add(int(trial.user_attrs[ATTR]))
+            if trial.state is OptunaState.RUNNING and trial.number not in in_store:
+                self.study.tell(trial.number, state=OptunaState.FAIL)  # asked, but never reached the store
+        self.tell(observations)
+
+    def close(self) -> None:
+        self.storage.remove_session()
+        self.storage.engine.dispose()
