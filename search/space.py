@@ -83,6 +83,12 @@ class SpaceSpec:
     implicit_rate: float = 0.1  # chance of an implicit corrector when drawing a corrector at random
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "nfe", tuple(sorted(set(self.nfe))))
+        object.__setattr__(self, "predictions", tuple(Prediction(v) for v in self.predictions))
+        object.__setattr__(self, "estimators", tuple(Estimator(v) for v in self.estimators))
+        object.__setattr__(self, "correctors", tuple(Corrector(v) for v in self.correctors))
+        object.__setattr__(self, "analytic", tuple(None if v in (None, "none") else AnalyticFirstStep(v)
+                                                   for v in self.analytic))
         unknown = set(self.free) - set(DECISIONS)
         if unknown:
             raise SpaceError(f"free: unknown decision {sorted(unknown)[0]!r} (known: {', '.join(DECISIONS)})")
@@ -375,10 +381,15 @@ class SearchSpace:
         return _choice(rng, options)
 
     def mutate(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        """Change some free decisions (each with ``mutation_rate``; at least one changes)."""
+        """S³'s mutation: Gaussian noise on the times (when free), and every other free decision
+        resampled at one step with ``mutation_rate``; at least one change."""
         rate = self.spec.mutation_rate
         operators = self._mutations(genome)
-        chosen = [op for op in operators if rng.random() < rate] or [operators[int(rng.integers(len(operators)))]]
+        times = [op for op in operators if op == self._mutate_times]
+        others = [op for op in operators if op != self._mutate_times]
+        chosen = times + [op for op in others if rng.random() < rate]
+        if not chosen:
+            chosen = [others[int(rng.integers(len(others)))]]
         for op in chosen:
             genome = op(genome, rng)
         return genome

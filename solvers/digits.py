@@ -74,13 +74,43 @@ class DigitsClassifier(torch.nn.Module):
         return self.head(self.body(x))
 
 
+class IndependentDigitsClassifier(torch.nn.Module):
+    """A second digits classifier, another architecture trained from another seed: its 64-d
+    penultimate features give a FID the search never optimises (to tell real gains from gains
+    fitted to one feature space)."""
+
+    FEATURE_DIM = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 24, 5, padding=2), nn.SiLU(), nn.AvgPool2d(2),
+            nn.Conv2d(24, 48, 3, padding=1), nn.SiLU(),
+            nn.Flatten(), nn.Linear(48 * 4 * 4, 256), nn.SiLU(), nn.Linear(256, self.FEATURE_DIM), nn.Tanh(),
+        )
+        self.head = nn.Linear(self.FEATURE_DIM, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
 CLASSIFIER_WEIGHTS = ASSETS / "digits_classifier.safetensors"
+INDEPENDENT_CLASSIFIER_WEIGHTS = ASSETS / "digits_classifier_b.safetensors"
+CLASSIFIERS: dict[str, tuple[type[torch.nn.Module], Path]] = {
+    "a": (DigitsClassifier, CLASSIFIER_WEIGHTS),
+    "b": (IndependentDigitsClassifier, INDEPENDENT_CLASSIFIER_WEIGHTS),
+}
 
 
-def load_digits_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
-    """The bundled classifier, in eval mode."""
+def load_digits_classifier(device: str | torch.device = "cpu", variant: str = "a") -> torch.nn.Module:
+    """A bundled classifier in eval mode: ``a`` (the FID extractor), ``b`` (the independent one)."""
     from safetensors.torch import load_file
 
-    model = DigitsClassifier()
-    model.load_state_dict(load_file(str(CLASSIFIER_WEIGHTS)))
+    cls, weights = CLASSIFIERS[variant]
+    model = cls()
+    model.load_state_dict(load_file(str(weights)))
     return model.to(device).eval().requires_grad_(False)

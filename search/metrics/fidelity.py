@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import Dataset
 
 DIGITS_EXTRACTOR = "schedsearch-digits"
+#: the independent digits classifier's features: reported, never searched on
+INDEPENDENT_DIGITS_EXTRACTOR = "schedsearch-digits-b"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 
 
@@ -29,15 +31,16 @@ class ExtractorError(ValueError):
 
 
 def register_digits_extractor() -> str:
-    """Register the digits extractor with torch-fidelity (idempotent, per process / Ray worker)."""
+    """Register both digits extractors with torch-fidelity (idempotent, per process / Ray worker)."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-    if DIGITS_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(DIGITS_EXTRACTOR, _digits_extractor_class())
+    for name, variant in ((DIGITS_EXTRACTOR, "a"), (INDEPENDENT_DIGITS_EXTRACTOR, "b")):
+        if name not in FEATURE_EXTRACTORS_REGISTRY:
+            register_feature_extractor(name, _digits_extractor_class(variant))
     return DIGITS_EXTRACTOR
 
 
-def _digits_extractor_class() -> type:
+def _digits_extractor_class(variant: str) -> type:
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
     from schedsearch.solvers.digits import load_digits_classifier
@@ -47,7 +50,7 @@ def _digits_extractor_class() -> type:
 
         def __init__(self, name: str, features_list: list[str], **kwargs: Any) -> None:
             super().__init__(name, features_list)
-            self.net = load_digits_classifier()
+            self.net = load_digits_classifier(variant=variant)
 
         @staticmethod
         def get_provided_features_list() -> tuple[str, ...]:
@@ -130,10 +133,10 @@ def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:
     h.update(ref.contiguous().numpy().tobytes())
     h.update(config.settings_key().encode())
     weights = config.extractor_weights
-    if weights is None and config.extractor == DIGITS_EXTRACTOR:
-        from schedsearch.solvers.digits import CLASSIFIER_WEIGHTS
+    if weights is None and config.extractor in (DIGITS_EXTRACTOR, INDEPENDENT_DIGITS_EXTRACTOR):
+        from schedsearch.solvers.digits import CLASSIFIERS
 
-        weights = CLASSIFIER_WEIGHTS
+        weights = CLASSIFIERS["a" if config.extractor == DIGITS_EXTRACTOR else "b"][1]
     if weights is not None:
         h.update(_file_digest(Path(weights)).encode())
     return h.hexdigest()[:24]
@@ -163,7 +166,7 @@ def fidelity_metrics(
     """
     import torch_fidelity
 
-    if config.extractor == DIGITS_EXTRACTOR:
+    if config.extractor in (DIGITS_EXTRACTOR, INDEPENDENT_DIGITS_EXTRACTOR):
         register_digits_extractor()
     n = int(samples.shape[0])
     kwargs: dict[str, Any] = dict(

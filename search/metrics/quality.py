@@ -20,7 +20,7 @@ from schedsearch.solvers import DiffusionModel, GaussianMixture, Schedule, sampl
 from ..noise_set import NoiseSet
 from .fidelity import FidelityConfig, content_key, fidelity_metrics, to_uint8
 
-LOWER_IS_BETTER = {"fid", "kid", "ref_rmse", "mmd", "nll"}
+LOWER_IS_BETTER = {"fid", "kid", "ref_rmse", "mmd", "nll", "fid_b"}
 
 
 class Metric(Protocol):
@@ -49,6 +49,17 @@ class FidelityMetric:
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         return fidelity_metrics(samples, self.reference, self.config, reference_key=self._key)
+
+
+@dataclass
+class IndependentFid(FidelityMetric):
+    """FID in another feature space (``fid_b``): reported beside the objective, never searched on."""
+
+    provides: ClassVar[tuple[str, ...]] = ("fid_b",)
+
+    def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
+        values = fidelity_metrics(samples, self.reference, self.config, reference_key=self._key)
+        return {"fid_b": values["fid"]}
 
 
 @dataclass

@@ -14,8 +14,8 @@ import torch
 
 from schedsearch.solvers import DiffusionModel, GaussianMixture, baseline
 
-from .fidelity import DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR, ExtractorError, FidelityConfig
-from .quality import ClassAccuracy, FidelityMetric, Metric, MixtureMetrics, ReferenceDistance
+from .fidelity import DIGITS_EXTRACTOR, INCEPTION_EXTRACTOR, INDEPENDENT_DIGITS_EXTRACTOR, ExtractorError, FidelityConfig
+from .quality import ClassAccuracy, FidelityMetric, IndependentFid, Metric, MixtureMetrics, ReferenceDistance
 
 #: the reference solve behind ``ref_rmse`` (and the model's "floor"): DPM-Solver++ 3M with this many steps
 REFERENCE_STEPS = 100
@@ -51,6 +51,9 @@ def metric_suite(
         train, _ = load_digits_split()
         reference_images = train.images if reference_images is None else reference_images
         metrics.append(ClassAccuracy(load_digits_classifier()))
+        if extractor is None and extractor_weights is None:
+            metrics.append(IndependentFid(reference_images, FidelityConfig(
+                extractor=INDEPENDENT_DIGITS_EXTRACTOR, kid=False, prc=False, cache_root=cache_root)))
     if reference_images is not None:
         name = extractor or (DIGITS_EXTRACTOR if model.info.get("digits") else INCEPTION_EXTRACTOR)
         config = FidelityConfig(extractor=name, cache_root=cache_root, extractor_weights=extractor_weights)
@@ -68,8 +71,11 @@ def lean_metrics(metrics: list[Metric], objective: str) -> list[Metric]:
     objective is its distance. Searches measure proposals with these and validation with all of them."""
     out: list[Metric] = []
     for metric in metrics:
-        if isinstance(metric, FidelityMetric):
-            if objective in FidelityMetric.provides:
+        if isinstance(metric, IndependentFid):
+            if objective in metric.provides:
+                out.append(metric)
+        elif isinstance(metric, FidelityMetric):
+            if objective in metric.provides:
                 wants = {"fid": "fid", "kid": "kid", "kid_std": "kid"}.get(objective, "prc")
                 config = replace(metric.config, fid=wants == "fid", kid=wants == "kid", prc=wants == "prc")
                 out.append(FidelityMetric(metric.reference, config))

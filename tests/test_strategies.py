@@ -1,0 +1,119 @@
+"""The strategy contract, run against every strategy: legal proposals, seeded determinism, exact restore."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from schedsearch.search.space import SearchSpace, SpaceSpec
+from schedsearch.search.strategies import STRATEGIES, Observation, make_strategy
+from schedsearch.solvers import DiscreteVP, Schedule
+
+NS = DiscreteVP.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
+TARGET = np.array([999, 640, 420, 230, 90, 20], dtype=float)
+
+
+def objective(s: Schedule) -> float | None:
+    """A cheap stand-in for sample quality: closeness to a target grid, with some decisions preferred."""
+    times = np.array(s.timesteps[:-1])
+    if times.size != TARGET.size:
+        return float(abs(times.size - TARGET.size) * 100)
+    value = float(np.abs(times - TARGET).mean()) + 5.0 * sum(st.prediction.value == "noise" for st in s.steps)
+    if s.steps[1].order == 1:
+        return None  # a "failed" trial, to exercise failures
+    return value
+
+
+def _space(nfe=(6,)) -> SearchSpace:
+    return SearchSpace(SpaceSpec(nfe=nfe, analytic=(None,), correctors=("none", "pseudo")), NS, has_data_mean=False)
+
+
+def _make(name: str, tmp_path, seed: int = 0, db: str = "study.db"):
+    nfe = (5, 6, 7) if name == "nsga2" else (6,)
+    return make_strategy(name, _space(nfe), np.random.default_rng(seed), storage=f"sqlite:///{tmp_path / db}",
+                         search_name="t")
+
+
+def _round(strategy, number: int, n: int = 4):
+    proposals = strategy.ask(n)
+    obs = [Observation(number + i, p.schedule, objective(p.schedule), dict(p.meta)) for i, p in enumerate(proposals)]
+    return proposals, obs
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_proposals_are_legal_and_seeded(name, tmp_path):
+    runs = []
+    for seed_db in ("a.db", "b.db"):
+        strategy = _make(name, tmp_path, seed=7, db=seed_db)
+        hashes, number = [], 0
+        for _ in range(5):
+            proposals, obs = _round(strategy, number)
+            assert 1 <= len(proposals) <= 4
+            for p in proposals:
+                p.schedule.check_for(NS)
+                assert p.schedule.nfe in strategy.space.spec.nfe
+            strategy.tell(obs)
+            number += len(obs)
+            hashes += [p.schedule.canonical_hash() for p in proposals]
+        strategy.close()
+        runs.append(hashes)
+    assert runs[0] == runs[1]  # same seed, same proposals
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_restore_from_observations_and_state_continues_exactly(name, tmp_path):
+    original = _make(name, tmp_path, seed=3)
+    history: list[Observation] = []
+    number = 0
+    for _ in range(4):
+        _, obs = _round(original, number)
+        original.tell(obs)
+        history += obs
+        number += len(obs)
+    # the driver's view when it dies: this batch asked (state saved with it), half of it measured
+    proposals, obs = _round(original, number)
+    state = original.state()
+    if (tmp_path / "study.db").exists():  # the Optuna study as it was then
+        shutil.copy(tmp_path / "study.db", tmp_path / "copy.db")
+    measured, pending = obs[:2], obs[2:]
+    original.tell(obs)
+    later = []
+    for k in range(3):
+        p, o = _round(original, number + 4 + 4 * k)
+        original.tell(o)
+        later.append([x.schedule.canonical_hash() for x in p])
+    original.close()
+
+    restored = _make(name, tmp_path, seed=999, db="copy.db")  # the seed comes back from the state
+    restored.restore(history + measured, state, pending=[dict(o.meta) for o in pending])
+    restored.tell(pending)
+    again = []
+    for k in range(3):
+        p, o = _round(restored, number + 4 + 4 * k)
+        restored.tell(o)
+        again.append([x.schedule.canonical_hash() for x in p])
+    restored.close()
+    assert again == later
+
+
+@pytest.mark.parametrize("name", ["evolution", "generational", "tpe"])
+def test_learning_strategies_beat_random_search(name, tmp_path):
+    def best_after(strategy_name: str, seed: int) -> float:
+        strategy = _make(strategy_name, tmp_path, seed=seed, db=f"{strategy_name}{seed}.db")
+        if strategy_name == "generational":
+            strategy = make_strategy("generational", _space(), np.random.default_rng(seed),
+                                     options={"population": 12, "keep": 4, "mutants": 6, "crossovers": 2})
+        values, number = [], 0
+        while number < 120:
+            _, obs = _round(strategy, number)
+            strategy.tell(obs)
+            values += [o.objective for o in obs if o.objective is not None]
+            number += len(obs)
+        strategy.close()
+        return min(values)
+
+    learned = [best_after(name, s) for s in range(3)]
+    random = [best_after("random", s) for s in range(3)]
+    assert np.mean(learned) < 0.8 * np.mean(random), (learned, random)
