@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from schedsearch.solvers import Schedule, baseline, load_model, sample
-from tests.helpers import save_pipeline
+from tests.helpers import make_tiny_unet, save_pipeline
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 
@@ -54,6 +54,33 @@ def test_sample_image_model_with_png_and_guidance(tmp_path, tiny_unet):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert torch.load(tmp_path / "x.pt").shape == (9, 1, 8, 8)
+
+
+OVERFLOWING = {  # legal, but its relaxation of 1e300 overflows the first second-order step: NaN on any model
+    "format": "schedsearch.schedule/1", "time_domain": "discrete_vp", "timesteps": [999, 600, 300, 100, -1],
+    "steps": [{"order": 1}, {"order": 2, "derivatives": [{"active_points": [-1], "relaxation": 1e300}]},
+              {"order": 1}, {"order": 1}],
+}
+
+
+@pytest.mark.parametrize("cause", ["model", "schedule"])
+def test_sample_refuses_non_finite_results(tmp_path, cause):
+    """A model whose output is NaN, or a schedule that overflows: one line, a non-zero exit, nothing written."""
+    if cause == "model":
+        unet = make_tiny_unet(seed=2)
+        with torch.no_grad():
+            unet.conv_out.bias.fill_(float("nan"))
+        model = str(save_pipeline(tmp_path / "nan-model", unet, {"beta_schedule": "linear"}))
+        (tmp_path / "s.json").write_text(baseline("ddim", 3, load_model(model, device="cpu")).to_json())
+    else:
+        model = "builtin:gmm-ring"
+        (tmp_path / "s.json").write_text(json.dumps(OVERFLOWING))
+    out = run("sample", str(tmp_path / "s.json"), "--model", model, "-n", "4", "--device", "cpu",
+              "--out", str(tmp_path / "x.pt"))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "schedsearch: error: sampling produced NaN or inf values (the schedule diverges on this model)"]
+    assert out.stdout == "" and not (tmp_path / "x.pt").exists()
 
 
 BAD_SCHEDULE = {
