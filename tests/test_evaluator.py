@@ -64,7 +64,7 @@ def test_divergent_schedule_is_a_failed_result():
 
 
 def test_nan_samples_are_a_failed_result():
-    """A network that returns NaN for one class: a failed result that counts the bad samples, not a crash or a metric."""
+    """A network that returns NaN for one class: a failed result counting the bad samples, not a crash or a metric."""
 
     def network(x, t, cond):
         out = MODEL.network(x, t, None)
@@ -78,7 +78,8 @@ def test_nan_samples_are_a_failed_result():
     assert result.error == "non-finite samples (NaN/inf) in 20 of 200"  # labels 0…9 repeated: twenty 3s
     assert evaluator.evaluate(baseline("dpmpp_2m", 5, NS), 25).error == "non-finite samples (NaN/inf) in 3 of 25"
     everywhere = from_callable(lambda x, t, cond: torch.full_like(x, torch.nan), "x0", NS, (2,), dtype=torch.float64)
-    result = SampleEvaluator(everywhere, noises, [MixtureMetrics(MIX)], objective="mmd").evaluate(baseline("ddim", 3, NS))
+    evaluator = SampleEvaluator(everywhere, noises, [MixtureMetrics(MIX)], objective="mmd")
+    result = evaluator.evaluate(baseline("ddim", 3, NS))
     assert result.failed and result.error == "non-finite samples (NaN/inf) in 200 of 200"
 
 

@@ -44,11 +44,12 @@ def _frechet(a: np.ndarray, b: np.ndarray) -> float:
     w, v = np.linalg.eigh(cov_a)
     root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+    trace_root = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
 def test_registered_extractor_is_the_classifier():
-    """The registered extractor reads uint8 0…255 as the classifier's [−1, 1]: its logits classify, its features match."""
+    """The registered extractor reads uint8 0…255 as the classifier's [−1, 1]: its logits classify, features match."""
     out = _extract(TEST.images)
     accuracy = (out["logits"].argmax(1) == TEST.labels).float().mean()
     assert accuracy >= 0.97

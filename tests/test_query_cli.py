@@ -94,7 +94,9 @@ def test_read_only_commands_never_write(tmp_path):
         leftover.unlink()
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     outputs = {}
-    for args in (["searches"], ["trials", "s"], ["trials", "s", "--top", "3"], ["export", "s"], ["export", "s", "--nfe", "4"]):
+    commands = (["searches"], ["trials", "s"], ["trials", "s", "--top", "3"], ["export", "s"],
+                ["export", "s", "--nfe", "4"])
+    for args in commands:
         out = run(*args, "--db", url)
         assert out.returncode == 0, (args, out.stderr)
         outputs[" ".join(args)] = out.stdout
