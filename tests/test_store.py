@@ -113,6 +113,15 @@ def test_record_trials_fails_at_flush_and_leaves_nothing(store, store_url, failu
     assert [t.number for t in again] == [2] and store.best_per_nfe(search)[5].number == 2
 
 
+def test_non_finite_metrics_are_stored_as_null(store):
+    """An evaluation whose objective is unavailable keeps its NaN/inf metrics; PostgreSQL's json rejects those."""
+    search = store.create_search("s", {}, "m", "mmd")
+    metrics = {"mmd": float("nan"), "nll": float("inf"), "ref_rmse": 0.5, "per_class": [1.0, float("-inf")]}
+    [trial] = store.record_trials(search, [(_trial(0), metrics, None, "objective 'mmd' unavailable")])
+    expected = {"mmd": None, "nll": None, "ref_rmse": 0.5, "per_class": [1.0, None]}
+    assert trial.metrics == expected and store.trials(search)[0].metrics == expected
+
+
 def test_predictor_checkpoints(store):
     search = store.create_search("s", {}, "m", "fid")
     assert store.latest_predictor(search) is None
