@@ -8,6 +8,7 @@ trial either fully recorded or absent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -353,7 +354,7 @@ def _prepare_schema(conn: Connection, *, create: bool, read_only: bool) -> None:
 def _finish(s: Session, row: TrialRow, state: TrialState, metrics: Mapping[str, Any] | None,
             objective: float | None, error: str | None, seconds: float | None) -> None:
     """Write a trial's result and keep the best schedule of its NFE up to date."""
-    row.state, row.metrics, row.objective = state.value, dict(metrics or {}), objective
+    row.state, row.metrics, row.objective = state.value, _json_safe(dict(metrics or {})), objective
     row.error, row.seconds, row.finished_at = error, seconds, _now()
     if state is TrialState.COMPLETE and objective is not None:
         best = s.scalar(select(BestScheduleRow).where(
@@ -370,6 +371,17 @@ def _finish(s: Session, row: TrialRow, state: TrialState, metrics: Mapping[str, 
 def _evidence(row: TrialRow) -> tuple[int, int, float]:
     """How a result ranks for the best schedule: held-out noise first, then more samples, then lower objective."""
     return (int(row.stage == Stage.HOLDOUT.value), row.fidelity or 0, -float(row.objective))
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become null: PostgreSQL's json rejects NaN/Infinity, and both dialects must agree."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _utc(dt: datetime | None) -> datetime | None:

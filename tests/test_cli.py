@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from schedsearch.solvers import Schedule, baseline, load_model, sample
-from tests.helpers import save_pipeline
+from tests.helpers import make_tiny_unet, save_pipeline
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 
@@ -45,6 +45,8 @@ def test_explicit_grid_list_and_stdout(tmp_path):
 
 
 def test_sample_image_model_with_png_and_guidance(tmp_path, tiny_unet):
+    """--labels and --guidance-scale reach the sampler: the CLI equals the library with the same labels and scale,
+    and differs from what it gives without either."""
     model_dir = save_pipeline(tmp_path / "m", tiny_unet, {"beta_schedule": "linear"})
     assert run("baseline", "unipc_bh2", "--nfe", "5", "--grid", "linspace", "--model", str(model_dir),
                "-o", str(tmp_path / "s.json")).returncode == 0
@@ -53,7 +55,46 @@ def test_sample_image_model_with_png_and_guidance(tmp_path, tiny_unet):
               "--out", str(tmp_path / "x.pt"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert torch.load(tmp_path / "x.pt").shape == (9, 1, 8, 8)
+    x = torch.load(tmp_path / "x.pt")
+    assert x.shape == (9, 1, 8, 8)
+    model = load_model(model_dir, device="cpu")
+    schedule = Schedule.from_json((tmp_path / "s.json").read_text())
+    noise = torch.randn(9, 1, 8, 8, generator=torch.Generator().manual_seed(3))  # what --seed 3 -n 9 draws
+    labels = torch.tensor([1, 2, 3] * 3)
+    torch.testing.assert_close(x, sample(model, schedule, noise, cond=labels, guidance_scale=2.0), rtol=1e-5, atol=1e-5)
+    others = {  # what the CLI would give if it dropped --guidance-scale, or --labels (its default: 0, 1, 2, ...)
+        "no guidance": sample(model, schedule, noise, cond=labels),
+        "default labels": sample(model, schedule, noise, cond=torch.arange(9), guidance_scale=2.0),
+    }
+    for name, other in others.items():
+        assert (other - x).abs().max() > 1e-2, name
+
+
+OVERFLOWING = {  # legal, but its relaxation of 1e300 overflows the first second-order step: NaN on any model
+    "format": "schedsearch.schedule/1", "time_domain": "discrete_vp", "timesteps": [999, 600, 300, 100, -1],
+    "steps": [{"order": 1}, {"order": 2, "derivatives": [{"active_points": [-1], "relaxation": 1e300}]},
+              {"order": 1}, {"order": 1}],
+}
+
+
+@pytest.mark.parametrize("cause", ["model", "schedule"])
+def test_sample_refuses_non_finite_results(tmp_path, cause):
+    """A model whose output is NaN, or a schedule that overflows: one line, a non-zero exit, nothing written."""
+    if cause == "model":
+        unet = make_tiny_unet(seed=2)
+        with torch.no_grad():
+            unet.conv_out.bias.fill_(float("nan"))
+        model = str(save_pipeline(tmp_path / "nan-model", unet, {"beta_schedule": "linear"}))
+        (tmp_path / "s.json").write_text(baseline("ddim", 3, load_model(model, device="cpu")).to_json())
+    else:
+        model = "builtin:gmm-ring"
+        (tmp_path / "s.json").write_text(json.dumps(OVERFLOWING))
+    out = run("sample", str(tmp_path / "s.json"), "--model", model, "-n", "4", "--device", "cpu",
+              "--out", str(tmp_path / "x.pt"))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "schedsearch: error: sampling produced NaN or inf values (the schedule diverges on this model)"]
+    assert out.stdout == "" and not (tmp_path / "x.pt").exists()
 
 
 BAD_SCHEDULE = {
@@ -119,4 +160,5 @@ def test_compare_bad_input(tmp_path):
         "(known: ddim, dpm_solver_1, dpm_solver_2, dpm_solver_3, dpmpp_2m, dpmpp_3m, unipc_bh1, unipc_bh2, " \
         "unip_bh1, unip_bh2, ipndm)"
     out = run("compare", "--model", "builtin:gmm-ring", "--nfe", "3,x", "-q")
-    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "schedsearch compare: error: argument --nfe: expected comma-separated integers, got '3,x'"]

@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from schedsearch.solvers import EDM, ContinuousVPLinear, DiscreteVP, GaussianMixture, Schedule, Step, sample
+from schedsearch.solvers import (
+    EDM,
+    ContinuousVPLinear,
+    Derivative,
+    DiscreteVP,
+    GaussianMixture,
+    Schedule,
+    Step,
+    sample,
+)
 from tests.helpers import gaussian_flow, reference_solution
-
 
 
 def _mixture() -> GaussianMixture:
@@ -48,11 +56,17 @@ def _grid(ns, t0: float, t1: float, n: int) -> tuple[float, ...]:
     return tuple(float(t) for t in times)
 
 
-def _observed_order(problem, prediction: str, order: int, corrector: str = "none") -> float:
+def _observed_order(problem, prediction: str, order: int, corrector: str = "none", derivatives=None) -> float:
+    """Slope of log error vs log steps; ``derivatives`` replace the default ones wherever their points exist."""
     model, t0, t1, x, ref = problem
+    reach = max((-p for d in derivatives or () for p in d.active_points), default=0)
     errors = []
     for n in (10, 20, 40, 80):
-        steps = [Step(prediction, min(order, i + 1), corrector=corrector if i < n - 1 else "none") for i in range(n)]
+        steps = [
+            Step(prediction, order, derivatives) if derivatives and i >= reach
+            else Step(prediction, min(order, i + 1), corrector=corrector if i < n - 1 else "none")
+            for i in range(n)
+        ]
         schedule = Schedule(model.noise_schedule.time_domain, _grid(model.noise_schedule, t0, t1, n), tuple(steps))
         errors.append(float((sample(model, schedule, x) - ref).norm(dim=1).mean()))
     slopes = -np.diff(np.log(errors)) / np.log(2)
@@ -71,6 +85,34 @@ def test_taylor_order(problem, prediction, order):
 def test_corrector_raises_order(problem, prediction, order, corrector):
     observed = _observed_order(problem, prediction, order, corrector)
     assert order + 1 - 0.25 <= observed <= order + 1.75, observed
+
+
+CHOSEN_POINTS = {  # derivatives from earlier points other than the most recent ones
+    "D1@-2": (Derivative((-2,)),),
+    "D1,D2@-1,-3": (Derivative((-1, -3)), Derivative((-1, -3))),
+    "D1@-3,-2;D2@-1,-3": (Derivative((-3, -2)), Derivative((-1, -3))),
+    "D1@-2;D2@-1,-2": (Derivative((-2,)), Derivative((-1, -2))),
+}
+
+
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+@pytest.mark.parametrize("choice", list(CHOSEN_POINTS))
+def test_chosen_points_keep_the_order(problem, prediction, choice):
+    """A fit through m points gives D_k with an O(h^(m+1)) error: the order is 1 + the fewest points of any D_k.
+
+    So skipping points keeps the order, and a third-order step whose D₁ comes from one point is second order.
+    """
+    derivatives = CHOSEN_POINTS[choice]
+    expected = 1 + min(len(d.active_points) for d in derivatives)
+    observed = _observed_order(problem, prediction, len(derivatives) + 1, derivatives=derivatives)
+    assert expected - 0.25 <= observed <= expected + 0.75, observed
+
+
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+def test_relaxation_is_applied(problem, prediction):
+    """Halving the only derivative of a second-order step leaves an O(h²) local error: first order."""
+    observed = _observed_order(problem, prediction, 2, derivatives=(Derivative((-1,), 0.5),))
+    assert 0.75 <= observed <= 1.5, observed
 
 
 def test_reference_solver_is_exact_on_a_gaussian():

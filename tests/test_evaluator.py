@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from schedsearch.solvers import ContinuousVPLinear, Derivative, GaussianMixture, Schedule, Step, baseline
+from schedsearch.solvers import (
+    ContinuousVPLinear,
+    Derivative,
+    GaussianMixture,
+    Schedule,
+    Step,
+    baseline,
+    from_callable,
+)
 from schedsearch.search.evaluator import SampleEvaluator, successive_halving
 from schedsearch.search.metrics.quality import MixtureMetrics, ReferenceDistance, exact_mmd
 from schedsearch.search.noise_set import NoiseSet
@@ -53,6 +61,26 @@ def test_divergent_schedule_is_a_failed_result():
     result = evaluator.evaluate(schedule)
     assert result.failed and result.objective is None
     assert "diverged" in result.error or "non-finite" in result.error
+
+
+def test_nan_samples_are_a_failed_result():
+    """A network that returns NaN for one class: a failed result counting the bad samples, not a crash or a metric."""
+
+    def network(x, t, cond):
+        out = MODEL.network(x, t, None)
+        return torch.where((cond == 3)[:, None], torch.nan, out)
+
+    model = from_callable(network, "x0", NS, MODEL.sample_shape, dtype=torch.float64)
+    noises = NoiseSet.draw(model.sample_shape, 200, seed=5, num_classes=10, dtype=torch.float64)
+    evaluator = SampleEvaluator(model, noises, [MixtureMetrics(MIX)], objective="mmd", batch_size=64)
+    result = evaluator.evaluate(baseline("dpmpp_2m", 5, NS))
+    assert result.failed and result.objective is None and result.metrics == {}
+    assert result.error == "non-finite samples (NaN/inf) in 20 of 200"  # labels 0…9 repeated: twenty 3s
+    assert evaluator.evaluate(baseline("dpmpp_2m", 5, NS), 25).error == "non-finite samples (NaN/inf) in 3 of 25"
+    everywhere = from_callable(lambda x, t, cond: torch.full_like(x, torch.nan), "x0", NS, (2,), dtype=torch.float64)
+    evaluator = SampleEvaluator(everywhere, noises, [MixtureMetrics(MIX)], objective="mmd")
+    result = evaluator.evaluate(baseline("ddim", 3, NS))
+    assert result.failed and result.error == "non-finite samples (NaN/inf) in 200 of 200"
 
 
 def test_schedule_outside_the_model_range_is_a_failed_result():

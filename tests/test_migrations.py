@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -41,20 +44,60 @@ def test_older_database_is_upgraded_without_losing_data(store_url):
     store.close()
 
 
-def test_newer_schema_is_refused_and_left_untouched(store_url, tmp_path):
-    TrialStore.open(store_url).close()
+def _snapshot(url: str) -> object:
+    """Everything a write could change, read after every engine is disposed.
+
+    SQLite: the WAL checkpointed into the main file first (a write may sit in the WAL while the
+    main file's bytes stay the same), then the full ``iterdump()``, the header pragmas that
+    ``iterdump`` leaves out, and the file's bytes. PostgreSQL: every table's columns and rows.
+    """
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        conn = sqlite3.connect(path)
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0, "a connection still holds the database"
+            dump = list(conn.iterdump())
+            pragmas = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("user_version", "application_id")}
+        finally:
+            conn.close()
+        return dump, pragmas, path.read_bytes()
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            out = {}
+            for table in sorted(sa.inspect(conn).get_table_names()):
+                columns = [(c["name"], str(c["type"])) for c in sa.inspect(conn).get_columns(table)]
+                rows = sorted(repr(tuple(r)) for r in conn.execute(sa.text(f'SELECT * FROM "{table}"')))
+                out[table] = (columns, rows)
+            return out
+    finally:
+        engine.dispose()
+
+
+def test_newer_schema_is_refused_and_left_untouched(store_url):
+    store = TrialStore.open(store_url)
+    search = store.create_search("kept", {"nfe": [5]}, "builtin:gmm-ring", "mmd")
+    store.add_trials(search, [NewTrial({"i": i}, f"h{i}", 5) for i in range(3)])
+    store.claim_trial(search, "w0")  # a running trial, for any "repair on open" to find
+    store.close()
     engine = _engine(store_url)
     with engine.begin() as conn:
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0999'"))
-    before = None
+    engine.dispose()
+    before = _snapshot(store_url)
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match="schema '0999' is newer than this schedsearch"):
+            TrialStore.open(store_url, read_only=read_only)
+    after = _snapshot(store_url)
     if store_url.startswith("sqlite"):
-        before = (tmp_path / "trials.db").read_bytes()
-    with pytest.raises(StoreError, match="schema '0999' is newer than this schedsearch"):
-        TrialStore.open(store_url)
+        assert after[1] == before[1]  # pragmas first: the clearest message
+        assert after[0] == before[0]
+        assert after[2] == before[2]  # and not a byte of the file
+    assert after == before
+    engine = _engine(store_url)
     with engine.connect() as conn:
         assert migrate.current_revision(conn) == "0999"
-    if before is not None:
-        assert (tmp_path / "trials.db").read_bytes() == before
     engine.dispose()
 
 

@@ -85,6 +85,50 @@ def test_guidance_needs_condition_and_uncond():
         sample(model, baseline("ddim", 3, model), noise, guidance_scale=2.0)
 
 
+def test_classifier_free_guidance_on_a_toy_network():
+    """out_u + s·(out_c − out_u) (diffusers' convention), both branches in one call with cond first."""
+    calls = []
+
+    def network(x, t, cond):
+        calls.append((x.shape[0], cond.clone()))
+        return x + 0.01 * t[:, None] + 100.0 * cond.to(x.dtype)[:, None]  # known output per label
+
+    model = from_callable(network, "eps", ContinuousVPLinear(), (2,), dtype=torch.float64, uncond=torch.tensor(7))
+    x = torch.tensor([[0.5, -1.0], [2.0, 0.25]], dtype=torch.float64)
+    labels = torch.tensor([1, 3])
+    t = 0.4
+    out_c = x + 0.004 + 100.0 * labels.double()[:, None]
+    out_u = x + 0.004 + 700.0
+    for scale in (2.5, 0.0, -1.5):
+        calls.clear()
+        guided = model.output(x, t, labels, scale)
+        torch.testing.assert_close(guided, out_u + scale * (out_c - out_u), rtol=0, atol=1e-9)
+        assert [n for n, _ in calls] == [4]  # one batched call: one model evaluation
+        assert calls[0][1].tolist() == [1, 3, 7, 7]  # conditional half first, then the null label
+    torch.testing.assert_close(model.output(x, t, labels, 0.0), out_u, rtol=0, atol=1e-9)  # s = 0: unconditional
+    for scale in (None, 1.0):  # no guidance: the conditional branch alone, one call of the plain batch
+        calls.clear()
+        torch.testing.assert_close(model.output(x, t, labels, scale), out_c, rtol=0, atol=1e-9)
+        assert [n for n, _ in calls] == [2]
+    eps = model.predict(x, t, 0.6, 0.8, labels, 2.5).noise
+    torch.testing.assert_close(eps, out_u + 2.5 * (out_c - out_u), rtol=0, atol=1e-9)  # predict uses the guided output
+
+
+def test_guidance_with_dict_conditioning_stacks_each_entry():
+    """Text-style conditioning (a dict of tensors): each entry is stacked cond-then-uncond."""
+
+    def network(x, t, cond):
+        return x * 0 + cond["emb"].sum(dim=(1, 2))[:, None] + cond["pooled"][:, :1]
+
+    uncond = {"emb": torch.zeros(1, 3, 2, dtype=torch.float64), "pooled": torch.full((4,), -2.0, dtype=torch.float64)}
+    model = from_callable(network, "eps", ContinuousVPLinear(), (3,), dtype=torch.float64, uncond=uncond)
+    cond = {"emb": torch.ones(2, 3, 2, dtype=torch.float64), "pooled": torch.full((2, 4), 5.0, dtype=torch.float64)}
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    out_c, out_u = 6.0 + 5.0, 0.0 - 2.0
+    torch.testing.assert_close(model.output(x, 0.5, cond, 3.0), torch.full((2, 3), out_u + 3.0 * (out_c - out_u),
+                                                                          dtype=torch.float64))
+
+
 def test_noise_shape_is_checked():
     model = load_model("builtin:gmm-ring")
     with pytest.raises(SolverError, match=r"noise: shape \(4, 3\) does not match"):

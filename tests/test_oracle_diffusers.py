@@ -39,11 +39,16 @@ def _noise_and_labels(n: int = 6):
     return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, NUM_CLASSES, (n,), generator=g)
 
 
-def _diffusers_loop(model, scheduler, noise, labels, guidance_scale=None):
+def _diffusers_loop(unet, scheduler, noise, labels, guidance_scale=None):
+    """diffusers' loop on the raw UNet (not our adapter); guidance as diffusers' pipelines apply it."""
     x = noise.clone()
+    null = torch.full_like(labels, NUM_CLASSES)  # the null class of save_pipeline's sidecar
     with torch.inference_mode():
         for t in scheduler.timesteps:
-            out = model.output(x, float(t), labels, guidance_scale)
+            out = unet(x, t, class_labels=labels).sample
+            if guidance_scale is not None:
+                out_u = unet(x, t, class_labels=null).sample
+                out = out_u + guidance_scale * (out - out_u)
             x = scheduler.step(out, t, x).prev_sample
     return x
 
@@ -62,7 +67,7 @@ CUSTOM_TIMESTEPS = {5: [999, 720, 480, 260, 90], 8: [999, 860, 700, 560, 420, 30
     [("dpmpp_2m", "dpmsolver++", 2), ("dpmpp_3m", "dpmsolver++", 3), ("ddim", "dpmsolver++", 1),
      ("dpm_solver_1", "dpmsolver", 1), ("dpm_solver_2", "dpmsolver", 2), ("dpm_solver_3", "dpmsolver", 3)],
 )
-def test_dpm_solver_matches_diffusers(saved_models, pt, bs, name, algorithm, order):
+def test_dpm_solver_matches_diffusers(saved_models, tiny_unet, pt, bs, name, algorithm, order):
     path, cfg = saved_models[pt, bs]
     model = load_model(path, device="cpu")
     noise, labels = _noise_and_labels()
@@ -79,7 +84,7 @@ def test_dpm_solver_matches_diffusers(saved_models, pt, bs, name, algorithm, ord
             **cfg, algorithm_type=algorithm, solver_order=order, final_sigmas_type=final
         )
         sched.set_timesteps(timesteps=times)
-        expected = _diffusers_loop(model, sched, noise, labels)
+        expected = _diffusers_loop(tiny_unet, sched, noise, labels)
         ours = sample(model, baseline(name, nfe, model, grid=times), noise, cond=labels)
         assert _rel(ours, expected) <= RTOL, (name, nfe)
 
@@ -87,7 +92,7 @@ def test_dpm_solver_matches_diffusers(saved_models, pt, bs, name, algorithm, ord
 @pytest.mark.parametrize("pt", PREDICTION_TYPES)
 @pytest.mark.parametrize("bs", BETA_SCHEDULES)
 @pytest.mark.parametrize("variant", ["bh1", "bh2"])
-def test_unipc_matches_diffusers(saved_models, pt, bs, variant):
+def test_unipc_matches_diffusers(saved_models, tiny_unet, pt, bs, variant):
     path, cfg = saved_models[pt, bs]
     model = load_model(path, device="cpu")
     noise, labels = _noise_and_labels()
@@ -99,7 +104,7 @@ def test_unipc_matches_diffusers(saved_models, pt, bs, variant):
             disabled = [] if corrector else list(range(nfe))
             sched = UniPCMultistepScheduler(**cfg, solver_type=variant, final_sigmas_type=final, disable_corrector=disabled)
             sched.set_timesteps(nfe)
-            expected = _diffusers_loop(model, sched, noise, labels)
+            expected = _diffusers_loop(tiny_unet, sched, noise, labels)
             ours = baseline(f"{'unipc' if corrector else 'unip'}_{variant}", nfe, model, grid="linspace")
             if final == "sigma_min":
                 ours = replace(ours, timesteps=(*ours.timesteps[:-1], 0.0))
@@ -108,27 +113,32 @@ def test_unipc_matches_diffusers(saved_models, pt, bs, variant):
 
 @pytest.mark.parametrize("pt", PREDICTION_TYPES)
 @pytest.mark.parametrize("bs", BETA_SCHEDULES)
-def test_ddim_matches_diffusers(saved_models, pt, bs):
+def test_ddim_matches_diffusers(saved_models, tiny_unet, pt, bs):
     path, cfg = saved_models[pt, bs]
     model = load_model(path, device="cpu")
     noise, labels = _noise_and_labels()
     for nfe in (3, 5, 10):
         sched = DDIMScheduler(**cfg, clip_sample=False)  # clipping is data thresholding, not the solver
         sched.set_timesteps(nfe)
-        expected = _diffusers_loop(model, sched, noise, labels)
+        expected = _diffusers_loop(tiny_unet, sched, noise, labels)
         ours = sample(model, baseline("ddim", nfe, model, grid="leading"), noise, cond=labels)
         assert _rel(ours, expected) <= RTOL, nfe
 
 
-def test_guided_sampling_matches_diffusers(saved_models):
-    """Classifier-free guidance: same guided output through both loops."""
+def test_guided_sampling_matches_diffusers(saved_models, tiny_unet):
+    """Classifier-free guidance: our guided sampler against diffusers' loop guiding raw UNet calls."""
     path, cfg = saved_models["epsilon", "linear"]
     model = load_model(path, device="cpu")
     noise, labels = _noise_and_labels()
-    sched = DPMSolverMultistepScheduler(**cfg)
-    sched.set_timesteps(6)
-    expected = _diffusers_loop(model, sched, noise, labels, guidance_scale=2.5)
-    ours = sample(model, baseline("dpmpp_2m", 6, model, grid="linspace"), noise, cond=labels, guidance_scale=2.5)
-    assert _rel(ours, expected) <= RTOL
-    unguided = sample(model, baseline("dpmpp_2m", 6, model, grid="linspace"), noise, cond=labels)
-    assert _rel(unguided, expected) > 1e-3  # guidance changes the result
+    schedule = baseline("dpmpp_2m", 6, model, grid="linspace")
+    results = {}
+    for scale in (2.5, 0.0):
+        sched = DPMSolverMultistepScheduler(**cfg)
+        sched.set_timesteps(6)
+        expected = _diffusers_loop(tiny_unet, sched, noise, labels, guidance_scale=scale)
+        results[scale] = sample(model, schedule, noise, cond=labels, guidance_scale=scale)
+        assert _rel(results[scale], expected) <= RTOL, scale
+    null = torch.full_like(labels, NUM_CLASSES)
+    assert _rel(results[0.0], sample(model, schedule, noise, cond=null)) <= RTOL  # s = 0: the unconditional model
+    unguided = sample(model, schedule, noise, cond=labels)
+    assert _rel(unguided, results[2.5]) > 1e-3  # guidance changes the result

@@ -85,14 +85,24 @@ def test_env_var_selects_the_database(filled):
 def test_read_only_commands_never_write(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = TrialStore.open(url)
-    store.create_search("s", {}, "m", "fid")
+    search = store.create_search("s", {}, "builtin:gmm-ring", "mmd")
+    schedules = [baseline(name, 4, MODEL) for name in ("ddim", "dpmpp_2m")]
+    store.record_trials(search, [(NewTrial(s.to_dict(), s.canonical_hash(), s.nfe), {"mmd": v}, v, None)
+                                 for s, v in zip(schedules, (0.3, 0.1))])
     store.close()
     for leftover in tmp_path.glob("db.sqlite-*"):
         leftover.unlink()
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    for args in (["searches"], ["trials", "s"], ["trials", "s", "--top", "3"], ["export", "s"]):
-        run(*args, "--db", url)
+    outputs = {}
+    commands = (["searches"], ["trials", "s"], ["trials", "s", "--top", "3"], ["export", "s"],
+                ["export", "s", "--nfe", "4"])
+    for args in commands:
+        out = run(*args, "--db", url)
+        assert out.returncode == 0, (args, out.stderr)
+        outputs[" ".join(args)] = out.stdout
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert Schedule.from_json(outputs["export s"]) == schedules[1]
+    assert outputs["searches"].splitlines()[1].split()[:2] == ["s", "created"]
 
 
 @pytest.mark.parametrize(

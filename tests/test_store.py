@@ -6,6 +6,8 @@ import multiprocessing as mp
 import sqlite3
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from schedsearch.storage import NewTrial, StoreError, TrialState, TrialStore
 
@@ -69,9 +71,55 @@ def test_record_trials_is_one_transaction(store):
     search = store.create_search("s", {}, "m", "fid")
     rows = store.record_trials(search, [(_trial(0), {"fid": 1.0}, 1.0, None), (_trial(1), {}, None, "nan")])
     assert [t.state for t in rows] == [TrialState.COMPLETE, TrialState.FAILED]
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):  # caught while the rows are built, before any INSERT
         store.record_trials(search, [(_trial(2), {"fid": 2.0}, 2.0, None), (None, {}, None, None)])  # type: ignore
     assert len(store.trials(search)) == 2  # nothing of the failed batch
+
+
+def _table_counts(url: str) -> dict[str, int]:
+    """Rows per table, read through a connection of its own (not the store's)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+                    for t in ("ss_trials", "ss_best_schedules")}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("failure", ["metrics_not_json", "constraint"])
+def test_record_trials_fails_at_flush_and_leaves_nothing(store, store_url, failure):
+    """The database refuses the batch's second trial while the first is already flushed: all of it is rolled back."""
+    search = store.create_search("s", {}, "m", "fid")
+    store.record_trials(search, [(_trial(0), {"fid": 1.0}, 1.0, None), (_trial(1), {}, None, "nan")])
+    before = [t.to_dict() for t in store.trials(search)]
+    counts = _table_counts(store_url)
+    good = (_trial(2), {"fid": 0.1}, 0.1, None)  # would become the best of NFE 5
+    if failure == "metrics_not_json":
+        bad = (_trial(3), {"fid": 0.2, "classes": {3, 7}}, 0.2, None)  # a set: not JSON, fails in the UPDATE
+        # SQLAlchemy wraps the encoder's TypeError on SQLite; psycopg encodes JSON itself and lets it through.
+        with pytest.raises((StatementError, TypeError), match="not JSON serializable") as excinfo:
+            store.record_trials(search, [good, bad])
+        error = excinfo.value
+        assert isinstance(error.orig if isinstance(error, StatementError) else error, TypeError)
+    else:
+        bad = (NewTrial({"i": 3}, "h3", None), {"fid": 0.2}, 0.2, None)  # type: ignore[arg-type]  # nfe NOT NULL
+        with pytest.raises(IntegrityError):
+            store.record_trials(search, [good, bad])
+    assert [t.to_dict() for t in store.trials(search)] == before
+    assert _table_counts(store_url) == counts
+    assert store.best_per_nfe(search)[5].number == 0
+    again = store.record_trials(search, [good])  # the numbers of the failed batch were not used up
+    assert [t.number for t in again] == [2] and store.best_per_nfe(search)[5].number == 2
+
+
+def test_non_finite_metrics_are_stored_as_null(store):
+    """An evaluation whose objective is unavailable keeps its NaN/inf metrics; PostgreSQL's json rejects those."""
+    search = store.create_search("s", {}, "m", "mmd")
+    metrics = {"mmd": float("nan"), "nll": float("inf"), "ref_rmse": 0.5, "per_class": [1.0, float("-inf")]}
+    [trial] = store.record_trials(search, [(_trial(0), metrics, None, "objective 'mmd' unavailable")])
+    expected = {"mmd": None, "nll": None, "ref_rmse": 0.5, "per_class": [1.0, None]}
+    assert trial.metrics == expected and store.trials(search)[0].metrics == expected
 
 
 def test_predictor_checkpoints(store):
