@@ -494,7 +494,7 @@ class SearchSpace:
             if self.free("corrector") else default.corrector
         points, relaxations = list(default.points), list(default.relaxations)
         lo, hi = spec.relaxation
-        for d in range(1, min(order, i + 1)):
+        for d in range(1, MAX_DERIVATIVES + 1):  # every slot asks the same parameters: a fixed space
             if self.free("derivatives"):
                 choices = _point_choices(d, min(i, spec.max_points))
                 points[d - 1] = _parse_points(trial.suggest_categorical(f"pts{i}_{d}", choices))
@@ -550,11 +550,11 @@ class SearchSpace:
                 order = 4
             if self.free("corrector"):
                 ok &= put(f"corr{i}", gene.corrector.value, CategoricalDistribution([c.value for c in spec.correctors]))
-            for d in range(1, min(order, i + 1)):
+            for d in range(1, MAX_DERIVATIVES + 1):
                 if self.free("derivatives"):
                     window = min(i, spec.max_points)
-                    points = ",".join(map(str, sorted(_legal_points(gene.points[d - 1], d, i, spec.max_points),
-                                                      reverse=True)))
+                    legal = _legal_points(gene.points[d - 1], d, max(i, d), spec.max_points)
+                    points = ",".join(map(str, sorted(legal, reverse=True)))
                     ok &= put(f"pts{i}_{d}", points, CategoricalDistribution(_point_choices(d, window)))
                 if self.free("relaxation"):
                     put(f"relax{i}_{d}", float(np.clip(gene.relaxations[d - 1], lo, hi)), FloatDistribution(lo, hi))
