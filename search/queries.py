@@ -35,6 +35,8 @@ def select_trials(store: TrialStore, search: SearchRecord, top: int | None, stat
     if state is not None and state not in {s.value for s in TrialState}:
         raise StoreError(f"--state: unknown {state!r} (known: {', '.join(s.value for s in TrialState)})")
     if top is not None:
+        if top < 1:
+            raise StoreError(f"--top: {top} trials asked; give at least 1")
         if state not in (None, TrialState.COMPLETE.value):
             raise StoreError("--top ranks complete trials; it cannot be combined with --state " + state)
         return store.best(search, k=top, nfe=nfe)

@@ -216,3 +216,25 @@ def test_from_callable_checks_its_noise_schedule():
     with pytest.raises(TypeError, match="sample_shape must be a tuple of sizes"):
         from_callable(fn, "eps", ContinuousVPLinear(), 2)
     assert from_callable(fn, "eps", ContinuousVPLinear(), (2,)).sample_shape == (2,)
+
+
+def test_sample_refuses_nan_guidance_and_nan_noise():
+    from schedsearch.solvers import sample
+
+    model = load_model("builtin:gmm-ring")
+    schedule = baseline("ddim", 3, model)
+    with pytest.raises(SolverError, match="guidance_scale: nan is not finite"):
+        sample(model, schedule, torch.zeros(2, 2), guidance_scale=float("nan"))
+    with pytest.raises(SolverError, match="noise: contains NaN or inf values"):
+        sample(model, schedule, torch.tensor([[0.0, float("nan")]]))
+
+
+def test_select_trials_refuses_a_negative_top(store_url):
+    from schedsearch.search.queries import select_trials
+    from schedsearch.storage import StoreError, TrialStore
+
+    store = TrialStore.open(store_url)
+    search = store.create_search("s", {}, "builtin:gmm-ring", "mmd")
+    with pytest.raises(StoreError, match="--top: -1 trials asked"):
+        select_trials(store, search, -1, None, None)
+    store.close()
