@@ -21,8 +21,10 @@ LOWER_IS_BETTER = {"fid", "kid", "kid_std", "ref_rmse", "mmd", "nll"}
 
 #: what each metric measures, in which unit or on which scale
 METRIC_UNITS = {
-    "fid": "Fréchet distance between feature statistics of samples and reference (squared feature units)",
-    "kid": "kernel inception distance, mean over subsets (squared feature units, unbiased: can dip below 0)",
+    "fid": "Fréchet distance between the extractor's feature statistics of samples and reference "
+           "(squared feature units)",
+    "kid": "kernel (MMD) distance between sample and reference features, mean over subsets "
+           "(squared feature units; unbiased, so it can dip below 0)",
     "kid_std": "standard deviation of the KID over subsets",
     "precision": "fraction of samples inside the reference's feature manifold (0 to 1)",
     "recall": "fraction of the reference inside the samples' feature manifold (0 to 1)",
