@@ -19,7 +19,7 @@ import torch
 from schedsearch.solvers import DiffusionModel, Schedule, ScheduleError, baseline
 
 from .evaluator import EvalResult, Evaluator, SampleEvaluator
-from .metrics.quality import LOWER_IS_BETTER
+from .metrics.quality import LOWER_IS_BETTER, METRIC_UNITS
 from .metrics.suite import metric_suite
 from .noise_set import NoiseSet
 
@@ -59,15 +59,19 @@ def run_compare(
     evaluator: Evaluator,
     nfes: Sequence[int],
     solvers: Sequence[str],
-    grids: Sequence[str],
+    grids: Sequence[str | Sequence[float]],
     schedules: Sequence[tuple[str, Schedule]] = (),
     progress: bool = True,
 ) -> list[Row]:
-    """Evaluate every (solver, grid) at every NFE and every given schedule."""
+    """Evaluate every (solver, grid) at every NFE and every given schedule.
+
+    A grid is a name or an explicit list of model times; a baseline that cannot be built on a grid (e.g. a
+    noise-prediction solver whose final time the grid leaves no room for) is a failed row with its reason.
+    """
     from tqdm import tqdm
 
-    jobs: list[tuple[str, int, Schedule | tuple[str, str]]] = [
-        (f"{solver}/{grid}", nfe, (solver, grid)) for solver in solvers for grid in grids for nfe in nfes
+    jobs: list[tuple[str, int, Schedule | tuple[str, str | Sequence[float]]]] = [
+        (f"{solver}/{grid_label(grid)}", nfe, (solver, grid)) for solver in solvers for grid in grids for nfe in nfes
     ]
     jobs += [(label, s.nfe, s) for label, s in schedules]
     rows = []
@@ -89,19 +93,34 @@ def run_compare(
     return rows
 
 
-def format_table(rows: Sequence[Row], objective: str, out: TextIO) -> None:
-    """Rows = solver/grid or schedule, columns = NFE; the best value per NFE is starred."""
+def metric_header(metric: str) -> str:
+    """``name (lower is better; * = best at that NFE): what it measures, in which unit``."""
+    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    unit = METRIC_UNITS.get(metric)
+    return f"{metric} ({direction} is better; * = best at that NFE)" + (f": {unit}" if unit else "")
+
+
+def grid_label(grid: str | Sequence[float]) -> str:
+    return grid if isinstance(grid, str) else ",".join(f"{t:g}" for t in grid)
+
+
+def format_table(rows: Sequence[Row], metric: str, out: TextIO) -> None:
+    """Rows = solver/grid or schedule, columns = NFE; the best value of ``metric`` per NFE is starred.
+
+    A failed evaluation shows ``failed`` in its cell and its reason below the table.
+    """
     nfes = sorted({r.nfe for r in rows})
     labels = list(dict.fromkeys(r.label for r in rows))
     cell = {(r.label, r.nfe): r.result for r in rows}
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
     best = {}
     for nfe in nfes:
-        ok = [(res.objective, label) for (label, n), res in cell.items() if n == nfe and res.objective is not None]
+        ok = [(sign * res.metrics[metric], label) for (label, n), res in cell.items()
+              if n == nfe and not res.failed and math.isfinite(res.metrics.get(metric, math.nan))]
         if ok:
             best[nfe] = min(ok)[1]
     width = max(len(label) for label in labels) + 2
-    direction = "lower" if objective in LOWER_IS_BETTER else "higher"
-    out.write(f"{objective} ({direction} is better; * = best at that NFE)\n")
+    out.write(metric_header(metric) + "\n")
     out.write(f"{'':<{width}}" + "".join(f"{'NFE ' + str(n):>12}" for n in nfes) + "\n")
     for label in labels:
         line = f"{label:<{width}}"
@@ -110,21 +129,33 @@ def format_table(rows: Sequence[Row], objective: str, out: TextIO) -> None:
             if res is None:
                 text = ""
             elif res.failed:
-                text = "failed"
+                text = "failed "
+            elif metric not in res.metrics:
+                text = "- "
             else:
-                text = f"{res.metrics[objective]:.4g}" + ("*" if best.get(nfe) == label else " ")
+                text = f"{res.metrics[metric]:.4g}" + ("*" if best.get(nfe) == label else " ")
             line += f"{text:>12}"
         out.write(line + "\n")
 
 
+def format_failures(rows: Sequence[Row], out: TextIO) -> None:
+    """One line per failed solver/grid and reason, with the NFEs it failed at."""
+    by_reason: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        if r.result.failed:
+            by_reason.setdefault((r.label, str(r.result.error)), []).append(r.nfe)
+    for (label, reason), nfes in by_reason.items():
+        out.write(f"failed: {label} at NFE {', '.join(map(str, sorted(nfes)))}: {reason}\n")
+
+
 def plot(rows: Sequence[Row], objective: str, path: Path, title: str) -> None:
-    """Quality vs NFE: per solver its best grid at each NFE; given schedules as points."""
+    """Quality vs NFE: per solver its best grid at each NFE (said in the legend); given schedules as points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best: dict[str, dict[int, EvalResult]] = {}  # per solver and NFE, its best grid (objective is minimised)
+    best: dict[str, dict[int, EvalResult]] = {}  # per solver and NFE, its best grid (signed objective: minimised)
     for r in rows:
         if r.result.objective is None:
             continue
@@ -136,13 +167,19 @@ def plot(rows: Sequence[Row], objective: str, path: Path, title: str) -> None:
     for name, values in sorted(series.items()):
         xs = sorted(values)
         ax.plot(xs, [values[x] for x in xs], marker="o" if len(xs) > 1 else "*", label=name)
-    ax.set_xlabel("NFE")
-    ax.set_ylabel(objective)
-    if all(v > 0 for s in series.values() for v in s.values()):
+    nfes = sorted({r.nfe for r in rows})
+    ax.set_xticks(nfes)
+    ax.set_xticklabels([str(n) for n in nfes])
+    ax.set_xlabel("NFE (model evaluations)")
+    direction = "lower" if objective in LOWER_IS_BETTER else "higher"
+    ax.set_ylabel(f"{objective} ({direction} is better)")
+    values = [v for s in series.values() for v in s.values()]
+    if values and all(v > 0 for v in values):
         ax.set_yscale("log")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    if series:
+        ax.legend(fontsize=7, ncol=2, title="solver at its best grid per NFE", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -75,7 +75,7 @@ class EvaluationContext:
 
     def info(self) -> dict[str, Any]:
         """The objective, every metric name and the noise sets' content hashes."""
-        names = sorted({n for m in self.evaluators[HOLDOUT_NOISE].metrics for n in getattr(m, "provides", ())})
+        names = sorted(self.evaluators[HOLDOUT_NOISE].metric_names)
         return {"objective": self.objective, "metrics": names,
                 "fingerprints": {name: ev.noises.fingerprint for name, ev in self.evaluators.items()}}
 

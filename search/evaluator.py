@@ -41,6 +41,11 @@ class Evaluator(ABC):
     objective: str
     max_samples: int
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics every evaluation reports (at least the objective)."""
+        return (self.objective,)
+
     @abstractmethod
     def evaluate(self, schedule: Schedule, num_samples: int | None = None) -> EvalResult: ...
 
@@ -60,6 +65,10 @@ class SampleEvaluator(Evaluator):
 
     def __post_init__(self) -> None:
         self.max_samples = len(self.noises)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for metric in self.metrics for name in metric.names))
 
     def evaluate(self, schedule: Schedule, num_samples: int | None = None) -> EvalResult:
         n = num_samples or self.max_samples

@@ -15,8 +15,15 @@ DB_ENV = "SCHEDSEARCH_DB"
 
 
 def database_url(cli_value: str | None) -> str:
-    """--db, else $SCHEDSEARCH_DB, else the SQLite file schedsearch.db in the working directory."""
-    return cli_value or os.environ.get(DB_ENV) or DEFAULT_DB
+    """--db, else $SCHEDSEARCH_DB, else the SQLite file schedsearch.db in the working directory.
+
+    A bare file path is refused with the SQLite URL that names it (``sqlite:///`` + the path).
+    """
+    url = cli_value or os.environ.get(DB_ENV) or DEFAULT_DB
+    if "://" not in url:
+        source = "--db" if cli_value else DB_ENV
+        raise StoreError(f"{source}: {url!r} is not a database URL; for a SQLite file write sqlite:///{url}")
+    return url
 
 
 def open_read_only(url: str) -> TrialStore:
@@ -28,6 +35,8 @@ def select_trials(store: TrialStore, search: SearchRecord, top: int | None, stat
     if state is not None and state not in {s.value for s in TrialState}:
         raise StoreError(f"--state: unknown {state!r} (known: {', '.join(s.value for s in TrialState)})")
     if top is not None:
+        if top < 1:
+            raise StoreError(f"--top: {top} trials asked; give at least 1")
         if state not in (None, TrialState.COMPLETE.value):
             raise StoreError("--top ranks complete trials; it cannot be combined with --state " + state)
         return store.best(search, k=top, nfe=nfe)

@@ -90,7 +90,7 @@ def _ays(ns: NoiseSchedule, name: str, n: int) -> np.ndarray:
     from diffusers.schedulers.scheduling_utils import AysSchedules
 
     if name not in AysSchedules:
-        raise ScheduleError(f"grid 'ays:{name}': unknown list (known: {', '.join(sorted(AysSchedules))})")
+        raise ScheduleError(f"grid: unknown AYS list {name!r} (known: {', '.join(sorted(AysSchedules))})")
     base = np.asarray(AysSchedules[name], dtype=np.float64)
     if base.size == n:
         return base
@@ -107,11 +107,22 @@ def model_times(grid: str | Sequence[float], n: int, ns: NoiseSchedule) -> tuple
         times = tuple(float(t) for t in grid)
         if len(times) != n:
             raise ScheduleError(f"grid: {len(times)} times given for nfe {n}")
-        return times
+        return _inside(times, ns, None)
     if grid.startswith("ays:"):
-        return tuple(float(t) for t in _ays(ns, grid[4:], n))
+        return _inside(tuple(float(t) for t in _ays(ns, grid[4:], n)), ns, grid)
     if grid not in GRIDS:
         raise ScheduleError(f"grid: unknown {grid!r} (known: {', '.join(GRIDS)}, ays:<name>, or a list of times)")
     fn, with_final = GRIDS[grid]
     times = fn(ns, n)
-    return tuple(float(t) for t in (times[:-1] if with_final else times))
+    return _inside(tuple(float(t) for t in (times[:-1] if with_final else times)), ns, grid)
+
+
+def _inside(times: tuple[float, ...], ns: NoiseSchedule, grid: str | None) -> tuple[float, ...]:
+    """The model times, each inside the model's range [t_min, t_max] (NaN refused too)."""
+    lo, hi = ns.t_min, ns.t_max
+    tol = 1e-9 * max(1.0, abs(hi))
+    for t in times:
+        if not lo - tol <= t <= hi + tol:
+            what = f"time {t:g} is" if grid is None else f"{grid!r} places a time at {t:g},"
+            raise ScheduleError(f"grid: {what} outside the model's range [{lo:g}, {hi:g}]")
+    return times

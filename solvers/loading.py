@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from .models import DiffusionModel, Parameterization
 from .noise_schedules import ContinuousVPLinear, DiscreteVP
 
 SIDECAR = "schedsearch_model.json"
+#: UNet weight files diffusers' ``from_pretrained`` reads, in its order of preference
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+                "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
 _UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
 
 
@@ -136,30 +140,91 @@ def _load_directory(path: Path, device: Any, dtype: torch.dtype | None, uncond: 
     unet_class = _read_json(unet_dir / "config.json").get("_class_name")
     if unet_class not in _UNET_CLASSES:
         raise ModelLoadError(f"model: {unet_dir} holds a {unet_class!r}, expected one of {', '.join(_UNET_CLASSES)}")
+    _check_weights(unet_dir)
     import diffusers
 
     try:
         unet = getattr(diffusers, unet_class).from_pretrained(unet_dir, low_cpu_mem_usage=False)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"model: cannot load UNet from {unet_dir}: {exc}") from None
+    except Exception as exc:  # mismatched shapes, unreadable pickles, ...: one line naming the folder
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"model: cannot load the UNet weights in {unet_dir}: {reason}") from None
     return _assemble(unet, _read_json(sched), str(path), sidecar, device, dtype, uncond)
 
 
-def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any) -> DiffusionModel:
-    import diffusers
+def _check_weights(unet_dir: Path) -> None:
+    """The UNet's weights file exists and, for safetensors, has a readable header (before diffusers sees it)."""
+    present = [unet_dir / name for name in WEIGHT_FILES if (unet_dir / name).exists()]
+    if not present:
+        raise ModelLoadError(f"model: no UNet weights in {unet_dir} (expected {WEIGHT_FILES[0]}, "
+                             "as save_pretrained writes it)")
+    if present[0].suffix == ".safetensors":
+        from safetensors import safe_open
 
+        try:
+            with safe_open(str(present[0]), framework="pt") as f:
+                f.keys()
+        except Exception:  # SafetensorError: truncated, not safetensors at all, ...
+            raise ModelLoadError(f"model: {present[0]} is not a readable safetensors file (corrupt or truncated?)") \
+                from None
+
+
+def _hub_offline() -> bool:
+    """True when huggingface_hub is told to stay offline (HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick request to the hub's endpoint ($HF_ENDPOINT; proxies honoured): any HTTP answer counts."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     try:
-        config = diffusers.DDPMScheduler.load_config(repo_id, subfolder="scheduler")
-        unet_config = diffusers.UNet2DModel.load_config(repo_id, subfolder="unet")
-        unet_class = unet_config.get("_class_name", "UNet2DModel")
-        if unet_class not in _UNET_CLASSES:
-            raise ModelLoadError(f"model: hub id {repo_id} holds a {unet_class!r}")
-        unet = getattr(diffusers, unet_class).from_pretrained(repo_id, subfolder="unet", low_cpu_mem_usage=False)
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # URLError, refused, DNS failure, timeout, malformed endpoint
+        return False
+    return True
+
+
+def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any) -> DiffusionModel:
+    """From the hub, or without network from the local Hugging Face cache only (no retries, no waiting)."""
+    offline = _hub_offline()
+    local_only = offline or not hub_reachable()
+    try:
+        with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it deprecated
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            unet, config = _load_hub_files(repo_id, local_only)
     except ModelLoadError:
         raise
     except Exception as exc:  # network, missing repo, offline cache miss: one line for the user
-        raise ModelLoadError(f"model: cannot load hub id {repo_id!r}: {type(exc).__name__}: {exc}") from None
-    return _assemble(unet, dict(config), repo_id, {}, device, dtype, uncond)
+        if offline:
+            raise ModelLoadError(f"model: hub id {repo_id!r} is not in the local Hugging Face cache "
+                                 "(HF_HUB_OFFLINE is set)") from None
+        if local_only:
+            raise ModelLoadError(f"model: cannot reach the Hugging Face hub for {repo_id!r} (no network?), "
+                                 "and it is not in the local cache") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelLoadError(f"model: cannot load hub id {repo_id!r}: {type(exc).__name__}: {reason}") from None
+    return _assemble(unet, config, repo_id, {}, device, dtype, uncond)
+
+
+def _load_hub_files(repo_id: str, local_only: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The UNet and the scheduler config of a hub id (from the local cache only with ``local_only``)."""
+    import diffusers
+
+    config = diffusers.DDPMScheduler.load_config(repo_id, subfolder="scheduler", local_files_only=local_only)
+    unet_config = diffusers.UNet2DModel.load_config(repo_id, subfolder="unet", local_files_only=local_only)
+    unet_class = unet_config.get("_class_name", "UNet2DModel")
+    if unet_class not in _UNET_CLASSES:
+        raise ModelLoadError(f"model: hub id {repo_id} holds a {unet_class!r}")
+    unet = getattr(diffusers, unet_class).from_pretrained(repo_id, subfolder="unet", low_cpu_mem_usage=False,
+                                                          local_files_only=local_only)
+    return unet, dict(config)
 
 
 def _assemble(

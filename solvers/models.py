@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -171,8 +172,26 @@ def from_callable(
     sample_shape: tuple[int, ...],
     **kwargs: Any,
 ) -> DiffusionModel:
-    """Adapter for any torch callable ``fn(x, t, cond)``."""
-    return DiffusionModel(fn, Parameterization(parameterization), noise_schedule, tuple(sample_shape), **kwargs)
+    """Adapter for any torch callable ``fn(x, t, cond)``; each argument is checked here, not at sampling time."""
+    if not callable(fn):
+        raise TypeError(f"from_callable: fn must be callable (x, t, cond) -> output, got {type(fn).__name__}")
+    known = ", ".join(repr(p.value) for p in Parameterization)
+    try:
+        kind = Parameterization(parameterization)
+    except ValueError:
+        raise SolverError(f"from_callable: parameterization {parameterization!r} is unknown (known: {known})") from None
+    if not isinstance(noise_schedule, NoiseSchedule):
+        raise TypeError(
+            f"from_callable: noise_schedule must be a NoiseSchedule (e.g. DiscreteVP.from_config({{...}}), "
+            f"ContinuousVPLinear(), EDM(), RectifiedFlow()), got {type(noise_schedule).__name__} {noise_schedule!r}"
+        )
+    try:
+        shape = tuple(operator.index(d) for d in sample_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"from_callable: sample_shape must be a tuple of sizes, got {sample_shape!r}") from None
+    if not shape or any(d < 1 for d in shape):
+        raise SolverError(f"from_callable: sample_shape {sample_shape!r} needs at least one size, each at least 1")
+    return DiffusionModel(fn, kind, noise_schedule, shape, **kwargs)
 
 
 class CountingNetwork:

@@ -8,6 +8,7 @@ evaluates the model once more at the corrected point.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -55,6 +56,10 @@ def sample(
     if tuple(noise.shape[1:]) != tuple(model.sample_shape):
         raise SolverError(f"noise: shape {tuple(noise.shape)} does not match the model's (N, {model.sample_shape})")
     scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
+    if scale is not None and not math.isfinite(scale):
+        raise SolverError(f"guidance_scale: {scale} is not finite")
+    if not torch.isfinite(noise).all():
+        raise SolverError("noise: contains NaN or inf values")
     x = noise.to(device=model.device, dtype=model.state_dtype)
     cond = _to_device(cond, model.device)
     points: dict[int, Predictions] = {}

@@ -346,8 +346,8 @@ def _prepare_schema(conn: Connection, *, create: bool, read_only: bool) -> None:
         )
     elif revision != head:
         if read_only:
-            raise StoreError(f"database schema {revision!r} is older than {head!r}; open it once with a writing "
-                             "command to upgrade it")
+            raise StoreError(f"database schema {revision!r} is older than {head!r}; upgrade it with "
+                             "'schedsearch upgrade-db --db URL'")
         migrate.upgrade(conn)
 
 

@@ -93,7 +93,8 @@ def test_compare_rejects_bad_extractor_settings(tmp_path, gray):
     common = ("compare", "--model", str(model_dir), "--nfe", "3", "--solvers", "ddim", "-n", "8", "--plot", "", "-q")
     cases = {
         ("--reference", str(tmp_path / "ref.pt"), "--extractor", "nope"): "feature extractor 'nope' is not registered",
-        ("--reference", str(tmp_path / "ref.pt"), "--extractor-weights", str(tmp_path / "w.pth")): "no such file",
+        ("--reference", str(tmp_path / "ref.pt"), "--extractor", "schedsearch-digits", "--extractor-weights",
+         str(tmp_path / "w.pth")): "no such file",
         ("--reference", str(tmp_path / "ref.pt")): "inception-v3-compat takes RGB images; this model samples 1",
         ("--extractor", "inception-v3-compat"): "give the reference images too",
         ("--reference", str(tmp_path / "nothing.pt")): "no such file or directory",

@@ -26,8 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(f"schedsearch: error: give a command: {', '.join(_commands(parser))} "
+              "(schedsearch COMMAND --help for its options)", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)

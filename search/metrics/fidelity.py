@@ -114,15 +114,35 @@ class FidelityConfig:
         return f"{self.extractor}|kid{self.kid_subset_size}"
 
     def check(self) -> None:
-        """Raise :class:`ExtractorError` unless the extractor is registered and its weights file exists."""
+        """Raise :class:`ExtractorError` unless the extractor is registered and its weights file loads into it."""
+        self.check_extractor()
+        self.check_weights()
+
+    def check_extractor(self) -> type:
+        """The registered extractor class, or :class:`ExtractorError` naming the known ones."""
         from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
         register_digits_extractor()
         if self.extractor not in FEATURE_EXTRACTORS_REGISTRY:
             known = ", ".join(sorted(FEATURE_EXTRACTORS_REGISTRY))
             raise ExtractorError(f"feature extractor {self.extractor!r} is not registered (known: {known})")
-        if self.extractor_weights is not None and not Path(self.extractor_weights).is_file():
-            raise ExtractorError(f"extractor weights {self.extractor_weights}: no such file")
+        return FEATURE_EXTRACTORS_REGISTRY[self.extractor]
+
+    def check_weights(self) -> None:
+        """Build the extractor from the weights file once, so a wrong file is named before any sampling."""
+        if self.extractor_weights is None:
+            return
+        extractor_class = self.check_extractor()
+        path = Path(self.extractor_weights)
+        if not path.is_file():
+            raise ExtractorError(f"extractor weights {path}: no such file")
+        try:
+            layer = extractor_class.get_default_feature_layer_for_metric("fid")
+            extractor_class(self.extractor, [layer], feature_extractor_weights_path=str(path), verbose=False)
+        except Exception as exc:  # UnpicklingError, state_dict mismatch, ...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExtractorError(f"extractor weights {path}: not weights of {self.extractor!r} "
+                                 f"({type(exc).__name__}{': ' + reason[:120] if reason else ''})") from None
 
 
 def content_key(reference: torch.Tensor, config: FidelityConfig) -> str:

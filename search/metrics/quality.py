@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import torch
 
@@ -20,12 +20,30 @@ from schedsearch.solvers import DiffusionModel, GaussianMixture, Schedule, sampl
 from ..noise_set import NoiseSet
 from .fidelity import FidelityConfig, content_key, fidelity_metrics, to_uint8
 
-LOWER_IS_BETTER = {"fid", "kid", "ref_rmse", "mmd", "nll", "fid_b"}
+LOWER_IS_BETTER = {"fid", "kid", "kid_std", "ref_rmse", "mmd", "nll", "fid_b"}
+
+#: what each metric measures, in which unit or on which scale
+METRIC_UNITS = {
+    "fid": "Fréchet distance between the extractor's feature statistics of samples and reference "
+           "(squared feature units)",
+    "kid": "kernel (MMD) distance between sample and reference features, mean over subsets "
+           "(squared feature units; unbiased, so it can dip below 0)",
+    "kid_std": "standard deviation of the KID over subsets",
+    "precision": "fraction of samples inside the reference's feature manifold (0 to 1)",
+    "recall": "fraction of the reference inside the samples' feature manifold (0 to 1)",
+    "f_score": "harmonic mean of precision and recall (0 to 1)",
+    "accuracy": "fraction of samples the classifier assigns to their requested class (0 to 1)",
+    "confident_accuracy": "fraction classified as their class with probability > 0.8 (0 to 1)",
+    "mean_confidence": "mean classifier probability of the requested class (0 to 1)",
+    "ref_rmse": "RMSE to a 100-NFE DPM-Solver++ 3M solve of the same noise (data units; images span [-1, 1])",
+    "mmd": "squared MMD to the exact mixture, Gaussian kernel of width 1 (0 in expectation for exact samples)",
+    "nll": "negative log-likelihood under the exact mixture (nats per sample)",
+    "fid_b": "FID in the independent digits classifier's feature space (never searched on)",
+}
 
 
 class Metric(Protocol):
-    #: the names of the values the metric returns
-    provides: ClassVar[tuple[str, ...]]
+    names: tuple[str, ...]  # the keys it reports
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]: ...
 
@@ -39,13 +57,18 @@ class FidelityMetric:
 
     reference: torch.Tensor
     config: FidelityConfig = field(default_factory=FidelityConfig)
-    provides: ClassVar[tuple[str, ...]] = ("fid", "kid", "kid_std", "precision", "recall", "f_score")
     _key: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.reference = to_uint8(self.reference) if self.reference.dtype != torch.uint8 else self.reference
         if self.config.cache_root is not None:
             self._key = content_key(self.reference, self.config)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        c = self.config
+        return (*(("fid",) if c.fid else ()), *(("kid", "kid_std") if c.kid else ()),
+                *(("precision", "recall", "f_score") if c.prc else ()))
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         return fidelity_metrics(samples, self.reference, self.config, reference_key=self._key)
@@ -55,7 +78,9 @@ class FidelityMetric:
 class IndependentFid(FidelityMetric):
     """FID in another feature space (``fid_b``): reported beside the objective, never searched on."""
 
-    provides: ClassVar[tuple[str, ...]] = ("fid_b",)
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("fid_b",)
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         values = fidelity_metrics(samples, self.reference, self.config, reference_key=self._key)
@@ -76,8 +101,8 @@ class ReferenceDistance:
     guidance_scale: float | None = None
     batch_size: int = 1000
     cache_root: Path | None = None
-    provides: ClassVar[tuple[str, ...]] = ("ref_rmse",)
     _cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    names: tuple[str, ...] = field(default=("ref_rmse",), init=False)
 
     def solution(self, noises: NoiseSet) -> torch.Tensor:
         root = noises.root or noises
@@ -124,7 +149,7 @@ class ClassAccuracy:
 
     classifier: Callable[[torch.Tensor], torch.Tensor]
     confidence: float = 0.8
-    provides: ClassVar[tuple[str, ...]] = ("accuracy", "confident_accuracy", "mean_confidence")
+    names: tuple[str, ...] = field(default=("accuracy", "confident_accuracy", "mean_confidence"), init=False)
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         if noises.labels is None:
@@ -153,7 +178,7 @@ class MixtureMetrics:
 
     mixture: GaussianMixture
     bandwidth: float = 1.0
-    provides: ClassVar[tuple[str, ...]] = ("mmd", "nll")
+    names: tuple[str, ...] = field(default=("mmd", "nll"), init=False)
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
         x = samples.double().reshape(samples.shape[0], -1)

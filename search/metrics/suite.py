@@ -57,9 +57,14 @@ def metric_suite(
     if reference_images is not None:
         name = extractor or (DIGITS_EXTRACTOR if model.info.get("digits") else INCEPTION_EXTRACTOR)
         config = FidelityConfig(extractor=name, cache_root=cache_root, extractor_weights=extractor_weights)
-        config.check()
+        config.check_extractor()
         if name == INCEPTION_EXTRACTOR and model.sample_shape[0] != 3:
             raise ExtractorError(f"{name} takes RGB images; this model samples {model.sample_shape[0]} channel(s)")
+        if name != DIGITS_EXTRACTOR and extractor_weights is None:  # torch-fidelity would download them
+            example = " (weights-inception-2015-12-05-6726825d.pth)" if name == INCEPTION_EXTRACTOR else ""
+            raise ExtractorError(f"--extractor-weights: feature extractor {name!r} needs a local weights file"
+                                 f"{example}; nothing is downloaded")
+        config.check_weights()
         metrics.append(FidelityMetric(reference_images, config))
         objective = "fid"
     return metrics, objective
@@ -72,10 +77,10 @@ def lean_metrics(metrics: list[Metric], objective: str) -> list[Metric]:
     out: list[Metric] = []
     for metric in metrics:
         if isinstance(metric, IndependentFid):
-            if objective in metric.provides:
+            if objective in metric.names:
                 out.append(metric)
         elif isinstance(metric, FidelityMetric):
-            if objective in metric.provides:
+            if objective in metric.names:
                 wants = {"fid": "fid", "kid": "kid", "kid_std": "kid"}.get(objective, "prc")
                 config = replace(metric.config, fid=wants == "fid", kid=wants == "kid", prc=wants == "prc")
                 out.append(FidelityMetric(metric.reference, config))
