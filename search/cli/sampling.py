@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from .common import UserError, at_least, check_guidance, finite_float, grid_arg, labels_arg, output_path, read_schedule
