@@ -132,6 +132,7 @@ class SearchRun:
                 self.store.set_status(self.search, "complete")
                 return SearchOutcome(self.store.get_search(self.search.name), self._sorted(), self.objective, floor)
             except KeyboardInterrupt:
+                self.engine.cancel()
                 self.store.mark_stale_running(self.search)
                 self.store.set_status(self.search, "interrupted")
                 raise

@@ -93,7 +93,7 @@ def test_sample_refuses_non_finite_results(tmp_path, cause):
               "--out", str(tmp_path / "x.pt"))
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
-        "schedsearch: error: sampling produced NaN or inf values (the schedule diverges on this model)"]
+        "schedsearch: error: sampling produced NaN or inf values (the schedule diverges on this model); nothing written"]
     assert out.stdout == "" and not (tmp_path / "x.pt").exists()
 
 
@@ -161,4 +161,4 @@ def test_compare_bad_input(tmp_path):
         "unip_bh1, unip_bh2, ipndm)"
     out = run("compare", "--model", "builtin:gmm-ring", "--nfe", "3,x", "-q")
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "schedsearch compare: error: argument --nfe: expected comma-separated integers, got '3,x'"]
+        "schedsearch compare: error: argument --nfe: expected an integer, got 'x'"]

@@ -98,7 +98,7 @@ def test_restore_from_observations_and_state_continues_exactly(name, tmp_path):
     assert again == later
 
 
-@pytest.mark.parametrize("name", ["evolution", "generational", "tpe"])
+@pytest.mark.parametrize("name", ["evolution", "generational"])
 def test_learning_strategies_beat_random_search(name, tmp_path):
     def best_after(strategy_name: str, seed: int) -> float:
         strategy = _make(strategy_name, tmp_path, seed=seed, db=f"{strategy_name}{seed}.db")

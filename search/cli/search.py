@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import DB_HELP, UserError
+from .common import DB_HELP
 
 EXIT_INTERRUPTED = 130
 
@@ -75,7 +75,7 @@ def _run(config: Any, quiet: bool) -> None:
     from ..queries import database_url
 
     url = database_url(config.db)
-    store = TrialStore.open(_check_url(url))
+    store = TrialStore.open(url)
     try:
         engine = make_engine(config)
         try:
@@ -98,12 +98,6 @@ def _run(config: Any, quiet: bool) -> None:
         _present(store, outcome.search, config, outcome.trials, outcome.objective, outcome.floor, run.model)
     finally:
         store.close()
-
-
-def _check_url(url: str) -> str:
-    if "://" not in url:
-        raise UserError(f"--db {url!r} is not a database URL; for a SQLite file use sqlite:///{url}")
-    return url
 
 
 def _present(store: Any, search: Any, config: Any, trials: Any, objective: str, floor: Any, model: Any) -> None:
@@ -152,7 +146,7 @@ def _cmd_resume(args: argparse.Namespace) -> None:
     from ..config import parse_config
     from ..queries import database_url
 
-    url = _check_url(database_url(args.db))
+    url = database_url(args.db)
     store = TrialStore.open(url, create=False)
     try:
         stored = store.get_search(args.name)
@@ -169,7 +163,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from ..loop import FLOOR_ARTIFACT
     from ..queries import database_url, open_read_only
 
-    store = open_read_only(_check_url(database_url(args.db)))
+    store = open_read_only(database_url(args.db))
     try:
         search = store.get_search(args.name)
         config = parse_config(search.config)
@@ -187,14 +181,14 @@ def _cmd_report(args: argparse.Namespace) -> None:
 
 
 def register(sub: Any) -> None:
-    from .common import ints_arg
+    from .common import at_least, positive_ints_arg
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", help=DB_HELP)
-        p.add_argument("--budget", type=int, help="true evaluations on the search noise (baselines included)")
+        p.add_argument("--budget", type=at_least(1), help="true evaluations on the search noise (baselines included)")
         p.add_argument("--engine", choices=["local", "ray"], help="in-process, or a pool of Ray actors")
         p.add_argument("--ray-address", help="a running Ray cluster (e.g. auto or HOST:PORT); implies --engine ray")
-        p.add_argument("--num-workers", type=int, help="Ray workers (default: one per GPU, else per CPU)")
+        p.add_argument("--num-workers", type=at_least(1), help="Ray workers (default: one per GPU, else per CPU)")
         p.add_argument("--device", help="torch device of the workers (default: cuda if available)")
         p.add_argument("-o", "--output", help="folder for the exported schedules and plots (default: runs/NAME)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -202,7 +196,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("search", help="search the best schedule for a model (config: YAML, see configs/)")
     p.add_argument("config", help="search config (YAML)")
     p.add_argument("--name", help="search name (default: the config's name, else the file name)")
-    p.add_argument("--nfe", type=ints_arg, help="NFE to search, comma-separated (overrides the config)")
+    p.add_argument("--nfe", type=positive_ints_arg, help="NFE to search, comma-separated (overrides the config)")
     p.add_argument("--strategy", help="random, evolution, generational, tpe, cmaes, nsga2 or gp")
     p.add_argument("--seed", type=int, help="seed of the strategy")
     common(p)

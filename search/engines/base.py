@@ -62,6 +62,9 @@ class Engine(ABC):
         """What the workers measure: ``objective``, ``metrics`` (names) and ``fingerprints`` (content
         hashes of the noise sets, checked against the stored ones on resume)."""
 
+    def cancel(self) -> None:
+        """Forget every submitted job (the search was interrupted; the store re-queues them)."""
+
     def describe(self) -> str:
         return type(self).__name__
 

@@ -35,6 +35,9 @@ class LocalEngine(Engine):
         result = self.context.evaluate(dict(job.schedule), job.num_samples, job.noise)
         return [JobResult(job.number, result, self.worker)]
 
+    def cancel(self) -> None:
+        self.queue.clear()
+
     def floor(self) -> dict[str, float]:
         return self.context.floor()
 

@@ -135,6 +135,17 @@ class RayEngine(Engine):
                 self.queue.appendleft(job)
         slot.job, slot.ref = None, None
 
+    def cancel(self) -> None:
+        self.queue.clear()
+        self.ready.clear()
+        for slot in self.slots:  # let in-flight jobs finish, unheard
+            if slot.ref is not None:
+                try:
+                    self.ray.get(slot.ref)
+                except Exception:  # noqa: BLE001 - a dead worker is replaced below
+                    slot.actor = self._start().actor
+            slot.job, slot.ref = None, None
+
     def floor(self) -> dict[str, float]:
         return self.ray.get(self.slots[0].actor.floor.remote())
 

@@ -130,8 +130,8 @@ class ReferenceDistance:
 
     def _cache_path(self, noises: NoiseSet) -> Path | None:
         fingerprint = self.model.fingerprint()
-        if self.cache_root is None or fingerprint is None:
-            return None
+        if self.cache_root is None or fingerprint is None or self.model.info.get("mixture") is not None:
+            return None  # nothing to keep for opaque callables, nothing worth keeping for analytic mixtures
         key = hashlib.sha256("|".join([
             fingerprint, self.reference_schedule.canonical_hash(), noises.fingerprint, repr(self.guidance_scale),
             str(self.model.state_dtype),
