@@ -70,6 +70,8 @@ def plot_progress(trials: Sequence[TrialRecord], objective: str, level: int, pat
 def _step_text(schedule: Schedule, k: int) -> str:
     step = schedule.steps[k]
     text = f"{'D' if step.prediction.value == 'data' else 'N'}{step.order}"
+    if k == 0 and schedule.analytic_first_step is not None:
+        text = f"x̂₀={schedule.analytic_first_step.value}\n(no NFE)\n" + text
     if step.estimator.value != "taylor":
         text += f"\n{step.estimator.value}"
     if step.corrector.value != "none":

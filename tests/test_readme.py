@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def _blocks(language: str) -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
 def test_python_snippet_runs(index, tmp_path, monkeypatch):
+    shutil.copytree(README.parent / "configs", tmp_path / "configs")  # snippets run from the repository root
     monkeypatch.chdir(tmp_path)  # the trial-store snippet writes runs.db here
     exec(compile(_blocks("python")[index], f"README.md python block {index}", "exec"), {})
 
