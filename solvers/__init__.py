@@ -42,4 +42,14 @@ __all__ = [
     "GaussianMixture", "ModelLoadError", "NoiseSchedule", "Parameterization", "Plan", "Prediction", "Predictions",
     "RectifiedFlow", "Schedule", "ScheduleError", "SolverError", "Step", "baseline", "compile_plan",
     "default_derivatives", "from_callable", "load_model", "model_times", "noise_schedule_from_spec", "phi", "sample",
+    "SchedsearchScheduler",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``SchedsearchScheduler`` is imported on first use: it pulls in diffusers' scheduler machinery."""
+    if name == "SchedsearchScheduler":
+        from .diffusers_scheduler import SchedsearchScheduler
+
+        return SchedsearchScheduler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

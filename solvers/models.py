@@ -119,25 +119,36 @@ class DiffusionModel:
         return self.convert(self.output(x, t, cond, guidance_scale), x, alpha, sigma)
 
     def convert(self, out: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float) -> Predictions:
-        p = self.parameterization
-        if p is Parameterization.EPS:
-            return Predictions((x - sigma * out) / alpha, out)
-        if p in (Parameterization.X0, Parameterization.EDM):
-            return Predictions(out, (x - alpha * out) / sigma)
-        if p is Parameterization.V:  # v = α ε − σ x₀ (VP: α² + σ² = 1)
-            return Predictions(alpha * x - sigma * out, sigma * x + alpha * out)
-        # flow velocity u = ε − x₀ with x = (1 − t) x₀ + t ε
-        return Predictions(x - sigma * out, x + alpha * out)
+        return convert_output(self.parameterization, out, x, alpha, sigma)
 
     def analytic(self, x: torch.Tensor, alpha: float, sigma: float, kind: str) -> Predictions:
         """Predictions of the analytical first step: x̂₀ = 0 or x̂₀ = data mean."""
-        if kind == "mean":
-            if self.data_mean is None:
-                raise SolverError("analytic_first_step 'mean' needs the model's data_mean")
-            x0 = torch.as_tensor(self.data_mean, device=x.device, dtype=x.dtype).expand_as(x)
-        else:
-            x0 = torch.zeros_like(x)
-        return Predictions(x0, (x - alpha * x0) / sigma)
+        return analytic_predictions(x, alpha, sigma, kind, self.data_mean)
+
+
+def convert_output(p: Parameterization, out: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float) -> Predictions:
+    """x̂₀ and ε̂ from a network output ``out`` of parameterisation ``p`` at x, α, σ."""
+    if p is Parameterization.EPS:
+        return Predictions((x - sigma * out) / alpha, out)
+    if p in (Parameterization.X0, Parameterization.EDM):
+        return Predictions(out, (x - alpha * out) / sigma)
+    if p is Parameterization.V:  # v = α ε − σ x₀ (VP: α² + σ² = 1)
+        return Predictions(alpha * x - sigma * out, sigma * x + alpha * out)
+    # flow velocity u = ε − x₀ with x = (1 − t) x₀ + t ε
+    return Predictions(x - sigma * out, x + alpha * out)
+
+
+def analytic_predictions(
+    x: torch.Tensor, alpha: float, sigma: float, kind: str, data_mean: torch.Tensor | float | None
+) -> Predictions:
+    """Predictions of the analytical first step: x̂₀ = 0 or x̂₀ = ``data_mean``."""
+    if kind == "mean":
+        if data_mean is None:
+            raise SolverError("analytic_first_step 'mean' needs the model's data_mean")
+        x0 = torch.as_tensor(data_mean, device=x.device, dtype=x.dtype).expand_as(x)
+    else:
+        x0 = torch.zeros_like(x)
+    return Predictions(x0, (x - alpha * x0) / sigma)
 
 
 def _network_tensors(network: Any) -> list[tuple[str, torch.Tensor]] | None:

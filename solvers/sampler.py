@@ -20,7 +20,7 @@ from .plan import Plan, compile_plan
 from .schedule import Corrector, Prediction, Schedule
 
 
-def _combine(update: Update, x: torch.Tensor, points: dict[int, Predictions]) -> torch.Tensor:
+def apply_update(update: Update, x: torch.Tensor, points: dict[int, Predictions]) -> torch.Tensor:
     """ratio·x + Σ w_j·y_j with y the update's prediction kind."""
     out = x * update.ratio
     data = update.prediction is Prediction.DATA
@@ -74,12 +74,12 @@ def sample(
             before = plan.steps[i - 1]
             if before.corrector is not None:
                 points[i] = pred
-                x = _combine(before.corrector, x_prev, points)
+                x = apply_update(before.corrector, x_prev, points)
                 if before.corrector_kind is Corrector.IMPLICIT:
                     pred = model.predict(x, sp.time, node.alpha, node.sigma, cond, scale)
         points[i] = pred
         for j in [j for j in points if plan.last_use[j] < i]:
             del points[j]
         x_prev = x
-        x = _combine(sp.predictor, x, points)
+        x = apply_update(sp.predictor, x, points)
     return x
