@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class SchedsearchScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
     config_name = "scheduler_config.json"
     order = 1
-    _compatibles: list[str] = []
+    _compatibles: ClassVar[list[str]] = []
 
     @register_to_config
     def __init__(

@@ -41,6 +41,10 @@ def _cmd_export(args: argparse.Namespace) -> None:
         data = export_best(store, store.get_search(args.name), args.nfe)
     finally:
         store.close()
+    if args.diffusers or args.sigmas:
+        print(_interop(args, data))
+        if out is None:
+            return
     text = json.dumps(data, indent=2)
     if out is None:
         print(text)
@@ -48,6 +52,19 @@ def _cmd_export(args: argparse.Namespace) -> None:
         out.write_text(text + "\n")
         print(f"wrote the best schedule of {args.name!r} (trial {data['provenance']['trial']}, NFE {data['nfe']}) "
               f"to {out}")
+
+
+def _interop(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    """The exported schedule as diffusers settings or k-diffusion sigmas (needs the model's noise schedule)."""
+    from schedsearch.solvers import Schedule, load_model
+    from schedsearch.solvers.exports import diffusers_export, sigmas
+
+    schedule = Schedule.from_dict(data)
+    model = load_model(args.model or data["provenance"]["model"], device="cpu")
+    if args.sigmas:
+        return json.dumps(sigmas(schedule, model.noise_schedule))
+    export = diffusers_export(schedule, model.noise_schedule)
+    return json.dumps(export.to_dict(), indent=2) if args.format == "json" else export.render()
 
 
 def _cmd_upgrade_db(args: argparse.Namespace) -> None:
@@ -84,6 +101,14 @@ def register(sub: Any) -> None:
     p.add_argument("name", help="search name")
     p.add_argument("-o", "--output", help="output JSON file (default: stdout)")
     p.add_argument("--nfe", type=at_least(1), help="the best at this NFE (default: best overall)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--diffusers", action="store_true",
+                      help="print the timesteps= list and the diffusers scheduler settings that reproduce the "
+                           "schedule (or why none does)")
+    kind.add_argument("--sigmas", action="store_true",
+                      help="print the k-diffusion / ComfyUI sigma list (descending, ending in 0) as JSON")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="--diffusers as text or JSON")
+    p.add_argument("--model", help="the model whose noise schedule --diffusers/--sigmas use (default: the search's)")
     p.add_argument("--db", help=DB_HELP)
     p.set_defaults(run=_cmd_export)
 
