@@ -124,39 +124,61 @@ def _top_search(trials: Sequence[TrialRecord], schedule_hash: str) -> TrialRecor
     return max(pool, key=lambda t: (t.fidelity or 0, -t.number)) if pool else None
 
 
+@dataclass(frozen=True)
+class SummaryTable:
+    """One NFE's comparison as a table: a heading, the header, rows (winner marked) and a verdict line."""
+
+    heading: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    winner_row: int | None
+    verdict: str | None
+
+
+def summary_table(s: NfeSummary, search_seed: int, holdout_seed: int, holdout_samples: int) -> SummaryTable:
+    """The figures of one NFE: searched schedules, baselines and the floor, search-noise and held out."""
+    direction = "lower" if s.objective in LOWER_IS_BETTER else "higher"
+    samples = next((r.search_samples for r in (*s.searched, *s.baselines) if r.search_samples), None)
+    heading = (f"NFE {s.nfe} — {s.objective} ({direction} is better); search noise: seed {search_seed}, "
+               f"{samples} samples; held-out noise: seed {holdout_seed}, {holdout_samples} samples")
+    extra = [m for m in REPORTED if m != s.objective and any(m in r.metrics for r in (*s.searched, *s.baselines))]
+    rows: list[tuple[str, ...]] = []
+    winner_row = None
+    for r in (*s.searched, *s.baselines):
+        if s.winner is not None and r.holdout_trial == s.winner.holdout_trial:
+            winner_row = len(rows)
+        rows.append((r.label, _fmt(r.search), _fmt(r.holdout), *[_fmt(r.metrics.get(m)) for m in extra]))
+    floor_s = s.floor.get("search", {}).get(s.objective)
+    floor_h = s.floor.get("holdout", {})
+    rows.append(("floor (reference solve)", _fmt(floor_s), _fmt(floor_h.get(s.objective)),
+                 *[_fmt(floor_h.get(m)) if m != "ref_rmse" else "0" for m in extra]))
+    verdict = None
+    b = s.best_baseline
+    if s.winner is not None and b is not None:
+        ratio, gap = s.ratio, s.gap_closed
+        parts = ["the best baseline wins" if s.winner.baseline else f"winner {s.winner.label}",
+                 f"vs best baseline {b.label}"]
+        if ratio is not None:
+            parts.append(f"ratio {ratio:.3f}")
+        if gap is not None:
+            parts.append(f"gap to the floor closed {100 * gap:.0f} %")
+        verdict = "; ".join(parts)
+    return SummaryTable(heading, ("", "search", "held-out", *extra), tuple(rows), winner_row, verdict)
+
+
 def format_summary(summaries: Mapping[int, NfeSummary], search_seed: int, holdout_seed: int,
                    holdout_samples: int) -> str:
     """The table printed at the end of a search (and by ``report``)."""
     lines: list[str] = []
-    for nfe, s in summaries.items():
-        direction = "lower" if s.objective in LOWER_IS_BETTER else "higher"
-        samples = next((r.search_samples for r in (*s.searched, *s.baselines) if r.search_samples), None)
-        lines.append(f"NFE {nfe} — {s.objective} ({direction} is better); search noise: seed {search_seed}, "
-                     f"{samples} samples; held-out noise: seed {holdout_seed}, {holdout_samples} samples")
-        extra = [m for m in REPORTED if m != s.objective and any(m in r.metrics for r in (*s.searched, *s.baselines))]
-        header = ["", "search", "held-out", *extra]
-        table: list[list[str]] = []
-        for r in (*s.searched, *s.baselines):
-            mark = " ◀ winner" if s.winner is not None and r.holdout_trial == s.winner.holdout_trial else ""
-            table.append([r.label + mark, _fmt(r.search), _fmt(r.holdout), *[_fmt(r.metrics.get(m)) for m in extra]])
-        floor_s = s.floor.get("search", {}).get(s.objective)
-        floor_h = s.floor.get("holdout", {})
-        table.append(["floor (reference solve)", _fmt(floor_s), _fmt(floor_h.get(s.objective)),
-                      *[_fmt(floor_h.get(m)) if m != "ref_rmse" else "0" for m in extra]])
-        widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
-        lines.append("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
-        for row in table:
+    for s in summaries.values():
+        t = summary_table(s, search_seed, holdout_seed, holdout_samples)
+        lines.append(t.heading)
+        rows = [tuple(r) if i != t.winner_row else (r[0] + " ◀ winner", *r[1:]) for i, r in enumerate(t.rows)]
+        widths = [max(len(row[i]) for row in [t.header, *rows]) for i in range(len(t.header))]
+        for row in (t.header, *rows):
             lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        b = s.best_baseline
-        if s.winner is not None and b is not None:
-            ratio, gap = s.ratio, s.gap_closed
-            verdict = "the best baseline wins" if s.winner.baseline else f"winner {s.winner.label}"
-            parts = [verdict, f"vs best baseline {b.label}"]
-            if ratio is not None:
-                parts.append(f"ratio {ratio:.3f}")
-            if gap is not None:
-                parts.append(f"gap to the floor closed {100 * gap:.0f} %")
-            lines.append("; ".join(parts))
+        if t.verdict:
+            lines.append(t.verdict)
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 

@@ -163,19 +163,32 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from ..loop import FLOOR_ARTIFACT
     from ..queries import database_url, open_read_only
 
+    page = None
+    if args.output and args.output.lower().endswith((".html", ".htm")):
+        from .common import output_path
+
+        page = output_path("-o/--output", args.output)
     store = open_read_only(database_url(args.db))
     try:
         search = store.get_search(args.name)
         config = parse_config(search.config)
-        if args.output:
+        if args.output and page is None:
             config = config.with_overrides(output=args.output)
         trials = store.trials(search)
         floor = store.get_artifact(search, FLOOR_ARTIFACT)
         counts = {s.value: n for s, n in store.count_trials(search).items() if n}
+        model = load_model(config.model, device="cpu")
+        if page is not None:
+            from ..html_report import render_report
+            from ..results import summarize
+
+            summaries = summarize(trials, search.objective, {} if floor is None else floor[1])
+            page.write_text(render_report(search, config, trials, summaries, model.noise_schedule, counts))
+            print(f"wrote the report of {search.name!r} ({search.status}, trials {counts}) to {page}")
+            return
         print(f"search {search.name!r} ({search.status}): {config.model}, NFE {','.join(map(str, config.nfe))}, "
               f"trials {counts}")
-        _present(store, search, config, trials, search.objective, {} if floor is None else floor[1],
-                 load_model(config.model, device="cpu"))
+        _present(store, search, config, trials, search.objective, {} if floor is None else floor[1], model)
     finally:
         store.close()
 
@@ -210,5 +223,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("report", help="a search's table, exported winners and plots (read-only)")
     p.add_argument("name", help="search name")
     p.add_argument("--db", help=DB_HELP)
-    p.add_argument("-o", "--output", help="folder for the plots and schedules (default: runs/NAME)")
+    p.add_argument("-o", "--output", help="folder for the plots and schedules (default: runs/NAME), or a file "
+                                         "ending in .html: one self-contained HTML report")
     p.set_defaults(run=_cmd_report)
