@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,6 +106,16 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_trials(tmp_path):
     assert len(budgeted) >= 44
 
 
+@pytest.fixture(scope="module")
+def searched_db(tmp_path_factory) -> Path:
+    """A SQLite file with one finished search (made once, copied by each test that changes nothing in it)."""
+    folder = tmp_path_factory.mktemp("searched")
+    url = f"sqlite:///{folder / 'runs.db'}"
+    good = write_config(folder / "good.yaml", budget=12)
+    assert run("search", str(good), "--db", url, "-q", "-o", str(folder / "o")).returncode == 0
+    return folder / "runs.db"
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"bogus": 1}, "config bogus: unknown key"),
     ({"strategy": {"name": "annealing"}}, "config strategy.name: unknown strategy 'annealing' (known: random,"),
@@ -113,11 +124,11 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_trials(tmp_path):
     ({"nfe": "a"}, "config nfe: 'a': expected an integer"),
     ({"space": {"free": ["tims"]}}, "config space.free: unknown decision 'tims'"),
 ])
-def test_bad_config_is_one_line_and_leaves_the_store_untouched(tmp_path, change, message):
+def test_bad_config_is_one_line_and_leaves_the_store_untouched(searched_db, tmp_path, change, message):
+    shutil.copy(searched_db, tmp_path / "runs.db")  # a store holding one finished search
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    good = write_config(tmp_path / "good.yaml", budget=12)
-    assert run("search", str(good), "--db", url, "-q", "-o", str(tmp_path / "o")).returncode == 0
     before = trial_rows(url)
+    assert before
     bad = write_config(tmp_path / "bad.yaml", **change)
     out = run("search", str(bad), "--db", url, "-q", "--name", "other")
     assert out.returncode != 0
@@ -129,10 +140,9 @@ def test_bad_config_is_one_line_and_leaves_the_store_untouched(tmp_path, change,
     store.close()
 
 
-def test_existing_name_with_another_config_and_impossible_nfe_are_refused(tmp_path, tiny_unet):
+def test_existing_name_with_another_config_and_impossible_nfe_are_refused(searched_db, tmp_path, tiny_unet):
+    shutil.copy(searched_db, tmp_path / "runs.db")
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    assert run("search", str(write_config(tmp_path / "a.yaml", budget=12)), "--db", url, "-q",
-               "-o", str(tmp_path / "o")).returncode == 0
     before = trial_rows(url)
     out = run("search", str(write_config(tmp_path / "b.yaml", budget=12, seed=5)), "--db", url, "-q")
     assert out.returncode == 1 and "a search named 'mix' exists with a different config (seed: stored 0, given 5)" \
