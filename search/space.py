@@ -24,7 +24,7 @@ parameters (every vector decodes to a legal schedule).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Any
@@ -138,6 +138,24 @@ class Genome:
     @property
     def slots(self) -> int:
         return len(self.genes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (strategies save pending genomes with their state)."""
+        return {"nfe": self.nfe, "log_widths": list(self.log_widths), "end": self.end,
+                "analytic": None if self.analytic is None else self.analytic.value,
+                "genes": [{"prediction": g.prediction.value, "order": g.order, "estimator": g.estimator.value,
+                           "points": [list(p) for p in g.points], "relaxations": list(g.relaxations),
+                           "corrector": g.corrector.value} for g in self.genes]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Genome:
+        genes = tuple(Gene(Prediction(g["prediction"]), int(g["order"]), Estimator(g["estimator"]),
+                           tuple(tuple(int(v) for v in p) for p in g["points"]),
+                           tuple(float(v) for v in g["relaxations"]), Corrector(g["corrector"]))
+                      for g in data["genes"])
+        analytic = None if data["analytic"] is None else AnalyticFirstStep(data["analytic"])
+        end = None if data["end"] is None else float(data["end"])
+        return cls(int(data["nfe"]), tuple(float(v) for v in data["log_widths"]), genes, end, analytic)
 
 
 @dataclass(frozen=True)

@@ -117,3 +117,20 @@ def test_learning_strategies_beat_random_search(name, tmp_path):
     learned = [best_after(name, s) for s in range(3)]
     random = [best_after("random", s) for s in range(3)]
     assert np.mean(learned) < 0.8 * np.mean(random), (learned, random)
+
+
+def test_state_is_json_and_a_foreign_state_is_one_clear_error(tmp_path):
+    import json
+    import pickle
+
+    from schedsearch.search.strategies.base import StateError
+
+    for name in ("generational", "tpe"):
+        strategy = _make(name, tmp_path, seed=1, db=f"{name}.db")
+        _, obs = _round(strategy, 0)
+        strategy.tell(obs)
+        saved = json.loads(strategy.state())  # plain JSON: nothing in the store is ever unpickled
+        assert "rng" in saved
+        with pytest.raises(StateError, match="not the JSON this schedsearch writes"):
+            strategy.restore([], pickle.dumps({"rng": None}))
+        strategy.close()

@@ -59,9 +59,10 @@ def _describe(exc: Exception) -> str:
     from ..metrics.fidelity import ExtractorError
     from ..metrics.reference_data import ReferenceDataError
     from ..space import SpaceError
+    from ..strategies.base import StateError
 
     known = (UserError, SolverError, StoreError, ExtractorError, ReferenceDataError, ConfigError, SearchError,
-             SpaceError)
+             SpaceError, StateError)
     if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, OSError):

@@ -9,7 +9,7 @@ exactly what the uninterrupted search would have.
 
 from __future__ import annotations
 
-import pickle
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +62,9 @@ class Strategy(ABC):
         """Learn from measured trials (telling a trial twice is harmless)."""
 
     def state(self) -> bytes:
-        """What ``restore`` needs besides the observations: the RNG state and the strategy's own."""
-        return pickle.dumps({"rng": self.rng.bit_generator.state, "own": self._own_state()})
+        """What ``restore`` needs besides the observations: the RNG state and the strategy's own, as JSON
+        (the store keeps it; nothing is ever unpickled from a database)."""
+        return json.dumps({"rng": self.rng.bit_generator.state, "own": self._own_state()}).encode()
 
     def restore(self, observations: Sequence[Observation], state: bytes | None,
                 pending: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -73,7 +74,7 @@ class Strategy(ABC):
         (still queued or running in the store).
         """
         if state is not None:
-            saved = pickle.loads(state)
+            saved = load_state(state)
             self.rng.bit_generator.state = saved["rng"]
             self._load_own_state(saved["own"])
         self.tell(observations)
@@ -82,7 +83,24 @@ class Strategy(ABC):
         """Release what the strategy holds (database connections)."""
 
     def _own_state(self) -> Any:
+        """JSON-able values only."""
         return None
 
     def _load_own_state(self, state: Any) -> None:
         pass
+
+
+class StateError(ValueError):
+    """A stored strategy state that cannot be read (written by an older schedsearch, or damaged)."""
+
+
+def load_state(state: bytes) -> dict[str, Any]:
+    """A strategy state saved by :meth:`Strategy.state` (JSON)."""
+    try:
+        saved = json.loads(state.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise StateError("strategy state: not the JSON this schedsearch writes (saved by an older version? "
+                         "resume it with that version, or start a new search)") from None
+    if not isinstance(saved, dict) or "rng" not in saved:
+        raise StateError("strategy state: missing its RNG state")
+    return saved

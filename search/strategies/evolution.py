@@ -159,9 +159,10 @@ class GenerationalEvolution(Strategy):
         self.population.add(observations)
 
     def _own_state(self) -> Any:
-        return {"pending": self.pending, "generation": self.generation, "outstanding": sorted(self.outstanding)}
+        return {"pending": [[genome.to_dict(), meta] for genome, meta in self.pending], "generation": self.generation,
+                "outstanding": [list(x) for x in sorted(self.outstanding)]}
 
     def _load_own_state(self, state: Any) -> None:
-        self.pending = list(state["pending"])
+        self.pending = [(Genome.from_dict(genome), dict(meta)) for genome, meta in state["pending"]]
         self.generation = int(state["generation"])
         self.outstanding = {tuple(x) for x in state["outstanding"]}  # type: ignore[misc]

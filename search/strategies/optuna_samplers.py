@@ -1,22 +1,26 @@
 """Optuna samplers as strategies: TPE, CMA-ES, NSGA-II (quality vs NFE) and GP.
 
 The study lives in the search's own database (visible in optuna-dashboard) under the name
-``schedsearch:<search name>``. Optuna does not store a sampler's RNG, so the pickled
-sampler is this strategy's state, saved with every ``ask``; on resume the study is loaded
-with it, trials Optuna started that never reached the trial store are failed, and
-schedules it did not propose (baselines) are added as completed trials once.
+``schedsearch:<search name>``. Optuna keeps the samplers' learning in the study (trials,
+CMA-ES's optimizer in their system attributes) but not their random number generators: the
+states of every ``RandomState`` a sampler holds are this strategy's state (JSON, saved with
+every ``ask``; nothing is unpickled). On resume they are set back on a sampler built with the
+same seed, trials Optuna started that never reached the trial store are failed, and
+schedules it did not propose (baselines) are added as completed trials once. The GP
+sampler's cache of fitted models (a warm start, not part of any stored state) is dropped
+before each proposal, so a resumed GP search proposes what the uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..space import SearchSpace
-from .base import Observation, Proposal, Strategy
+from .base import Observation, Proposal, Strategy, load_state
 
 SAMPLERS = ("tpe", "cmaes", "nsga2", "gp")
 ATTR = "schedsearch_trial"
@@ -40,6 +44,36 @@ def _make_sampler(kind: str, seed: int) -> Any:
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
     raise ValueError(f"strategy: unknown Optuna sampler {kind!r} (known: {', '.join(SAMPLERS)})")
+
+
+def _random_states(obj: Any, path: str = "", seen: set[int] | None = None) -> dict[str, np.random.RandomState]:
+    """Every numpy ``RandomState`` inside an Optuna sampler, by attribute path (shared ones once)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return {}
+    seen.add(id(obj))
+    if isinstance(obj, np.random.RandomState):
+        return {path: obj}
+    out: dict[str, np.random.RandomState] = {}
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(_random_states(v, f"{path}[{i}]", seen))
+    elif type(obj).__module__.startswith("optuna") and hasattr(obj, "__dict__"):
+        if type(obj).__name__ == "LazyRandomState":
+            obj.rng  # noqa: B018 - materialise it, so that its state is saved, not only its seed
+        for name, v in vars(obj).items():
+            out.update(_random_states(v, f"{path}.{name}", seen))
+    return out
+
+
+def _rng_state(rs: np.random.RandomState) -> list[Any]:
+    name, keys, pos, has_gauss, gauss = rs.get_state(legacy=True)  # type: ignore[misc]
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)]
+
+
+def _set_rng_state(rs: np.random.RandomState, state: list[Any]) -> None:
+    name, keys, pos, has_gauss, gauss = state
+    rs.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss)))
 
 
 def _storage(url: str) -> Any:
@@ -77,6 +111,8 @@ class OptunaStrategy(Strategy):
     def ask(self, n: int) -> list[Proposal]:
         out = []
         for _ in range(n):
+            if getattr(self.sampler, "_gprs_cache_list", None) is not None:
+                self.sampler._gprs_cache_list = None  # a warm start that no stored state could rebuild
             trial = self.study.ask()
             genome = self.space.suggest(trial)
             out.append(Proposal(self.space.decode(genome), {"op": self.kind, "optuna_trial": trial.number}))
@@ -107,7 +143,8 @@ class OptunaStrategy(Strategy):
             self.known.add(obs.number)
 
     def state(self) -> bytes:
-        return pickle.dumps({"rng": self.rng.bit_generator.state, "sampler": self.sampler})
+        rngs = {path: _rng_state(rs) for path, rs in _random_states(self.sampler).items()}
+        return json.dumps({"rng": self.rng.bit_generator.state, "sampler_rngs": rngs}).encode()
 
     def restore(self, observations: Sequence[Observation], state: bytes | None,
                 pending: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -115,9 +152,12 @@ class OptunaStrategy(Strategy):
         from optuna.trial import TrialState as OptunaState
 
         if state is not None:
-            saved = pickle.loads(state)
+            saved = load_state(state)
             self.rng.bit_generator.state = saved["rng"]
-            self.sampler = saved["sampler"]
+            current = _random_states(self.sampler)
+            for path, rng_state in saved.get("sampler_rngs", {}).items():
+                if path in current:
+                    _set_rng_state(current[path], rng_state)
             self.study = optuna.load_study(study_name=self.study.study_name, storage=self.storage,
                                            sampler=self.sampler)
         in_store = {int(m["optuna_trial"]) for m in [*(o.meta for o in observations), *pending] if "optuna_trial" in m}
