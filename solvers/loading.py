@@ -106,8 +106,9 @@ def _moved(model: DiffusionModel, device: torch.device) -> DiffusionModel:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"model: cannot read {path}: {exc}") from None
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"model: cannot read {path}: {reason}") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"model: {path} is not a JSON object")
     return data
