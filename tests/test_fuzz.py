@@ -22,10 +22,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from schedsearch.search.compare import default_evaluator
 from schedsearch.search.config import ConfigError, parse_config
 from schedsearch.solvers import ModelLoadError, Schedule, ScheduleError, SolverError, load_model, sample
+
 from tests.helpers import save_pipeline
 from tests.strategies import discrete_schedules
 

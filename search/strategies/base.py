@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-
 from schedsearch.solvers import Schedule
 
 from ..space import SearchSpace
