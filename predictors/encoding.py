@@ -1,0 +1,109 @@
+"""A schedule as numbers a network can read: one feature row per step, plus the schedule's globals.
+
+Per step i (t_i → t_{i+1}): λ at both ends (scaled to the model's λ range, the data's +∞
+mapped to a fixed cap), the step size h in λ, the order, prediction, estimator and
+corrector (one-hot), and for each of up to three derivatives its active points (a mask
+over the offsets −1…−4) and its relaxation. Globals: NFE, the analytical first step
+(one-hot) and the guidance scale. Schedules of different lengths are padded into one batch
+with a mask. Pure functions of the schedule and the model's noise schedule; no torch state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule
+
+MAX_DERIVATIVES = 3
+MAX_OFFSET = 4
+_PREDICTIONS = (Prediction.DATA, Prediction.NOISE)
+_ESTIMATORS = (Estimator.TAYLOR, Estimator.BH1, Estimator.BH2, Estimator.IPNDM)
+_CORRECTORS = (Corrector.NONE, Corrector.PSEUDO, Corrector.IMPLICIT)
+_ANALYTIC = (None, AnalyticFirstStep.ZERO, AnalyticFirstStep.MEAN)
+#: features per step: λ_s, λ_t, h, to-data flag, order/4, one-hots, derivative points and relaxations
+STEP_FEATURES = 5 + 4 + len(_PREDICTIONS) + len(_ESTIMATORS) + len(_CORRECTORS) + MAX_DERIVATIVES * (MAX_OFFSET + 1)
+GLOBAL_FEATURES = 1 + len(_ANALYTIC) + 1
+
+
+@dataclass(frozen=True)
+class LambdaRange:
+    """The model's λ range, to scale λ into about [−1, 1] (the data's λ = +∞ is mapped to 1.5)."""
+
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, noise_schedule: NoiseSchedule) -> LambdaRange:
+        lam = noise_schedule.lambda_([noise_schedule.t_max, noise_schedule.t_min])
+        return cls(float(lam[0]), float(lam[1]))
+
+    def scale(self, lam: float) -> float:
+        if not np.isfinite(lam):
+            return 1.5
+        return 2.0 * (lam - self.lo) / (self.hi - self.lo) - 1.0
+
+
+def _one_hot(value: object, options: Sequence[object]) -> list[float]:
+    return [1.0 if value == o else 0.0 for o in options]
+
+
+def step_features(schedule: Schedule, lam_range: LambdaRange, noise_schedule: NoiseSchedule) -> np.ndarray:
+    """``[num_steps, STEP_FEATURES]`` float32 features of ``schedule``."""
+    lam = noise_schedule.lambda_(list(schedule.timesteps))
+    rows = []
+    for i, step in enumerate(schedule.steps):
+        ls, lt = lam_range.scale(float(lam[i])), lam_range.scale(float(lam[i + 1]))
+        row = [ls, lt, lt - ls, 1.0 if not np.isfinite(lam[i + 1]) else 0.0, step.order / 4.0]
+        row += _one_hot(step.order, (1, 2, 3, 4))
+        row += _one_hot(step.prediction, _PREDICTIONS)
+        row += _one_hot(step.estimator, _ESTIMATORS)
+        row += _one_hot(step.corrector, _CORRECTORS)
+        for k in range(MAX_DERIVATIVES):
+            if k < len(step.derivatives):
+                d = step.derivatives[k]
+                row += [1.0 if -o in d.active_points else 0.0 for o in range(1, MAX_OFFSET + 1)]
+                row.append(float(d.relaxation) - 1.0)
+            else:
+                row += [0.0] * (MAX_OFFSET + 1)
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float32)
+
+
+def global_features(schedule: Schedule, guidance_scale: float | None = None) -> np.ndarray:
+    scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
+    return np.asarray([schedule.nfe / 10.0, *_one_hot(schedule.analytic_first_step, _ANALYTIC),
+                       0.0 if scale is None else float(scale) / 10.0], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Padded step features ``[B, S, F]``, their mask ``[B, S]`` (True = a real step) and globals ``[B, G]``."""
+
+    steps: torch.Tensor
+    mask: torch.Tensor
+    globals: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.steps.shape[0])
+
+    def index(self, idx: torch.Tensor | Sequence[int]) -> EncodedBatch:
+        return EncodedBatch(self.steps[idx], self.mask[idx], self.globals[idx])
+
+
+def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
+           guidance_scale: float | None = None) -> EncodedBatch:
+    """One padded batch for ``schedules`` (of any lengths)."""
+    lam_range = LambdaRange.of(noise_schedule)
+    per = [step_features(s, lam_range, noise_schedule) for s in schedules]
+    longest = max((len(p) for p in per), default=1)
+    steps = np.zeros((len(per), longest, STEP_FEATURES), dtype=np.float32)
+    mask = np.zeros((len(per), longest), dtype=bool)
+    for b, p in enumerate(per):
+        steps[b, : len(p)] = p
+        mask[b, : len(p)] = True
+    globs = np.stack([global_features(s, guidance_scale) for s in schedules]) if schedules else \
+        np.zeros((0, GLOBAL_FEATURES), dtype=np.float32)
+    return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))
