@@ -139,15 +139,35 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a)[:60] or "(none)" for a, _ in CASES])
-def test_bad_input_is_one_line_and_writes_nothing(cwd, files, args, message):
+@pytest.fixture(scope="module")
+def outcomes(files, tmp_path_factory) -> list[tuple[subprocess.CompletedProcess, dict, dict]]:
+    """Every case run once, two console scripts at a time (each in its own folder with its own store):
+    the process, and the folder's contents before and after."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from schedsearch.storage import TrialStore
 
-    TrialStore.open(f"sqlite:///{cwd / 'runs.db'}").close()
-    before = snapshot(cwd)
-    out = run(*(a.replace("{in}", str(files)) for a in args), cwd=cwd)
-    assert_refused(out, message.replace("{in}", str(files)))
-    assert snapshot(cwd) == before
+    folders = []
+    for k in range(len(CASES)):
+        folder = tmp_path_factory.mktemp(f"case{k}")
+        (folder / "home").mkdir()
+        TrialStore.open(f"sqlite:///{folder / 'runs.db'}").close()
+        folders.append(folder)
+
+    def one(k: int) -> tuple[subprocess.CompletedProcess, dict, dict]:
+        before = snapshot(folders[k])
+        out = run(*(a.replace("{in}", str(files)) for a in CASES[k][0]), cwd=folders[k])
+        return out, before, snapshot(folders[k])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(one, range(len(CASES))))
+
+
+@pytest.mark.parametrize("k", range(len(CASES)), ids=[" ".join(a)[:60] or "(none)" for a, _ in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(outcomes, files, k):
+    out, before, after = outcomes[k]
+    assert_refused(out, CASES[k][1].replace("{in}", str(files)))
+    assert after == before
 
 
 def test_a_hub_id_without_network_fails_fast_naming_the_network(cwd):

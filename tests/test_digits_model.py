@@ -22,7 +22,7 @@ def test_loads_like_a_user_model():
 
 def test_guided_samples_are_their_requested_class():
     noises = NoiseSet.draw(MODEL.sample_shape, 500, seed=0, num_classes=10)
-    x = sample(MODEL, baseline("dpmpp_3m", 100, MODEL), noises.noise, cond=noises.labels, guidance_scale=2.0)
+    x = sample(MODEL, baseline("dpmpp_3m", 40, MODEL), noises.noise, cond=noises.labels, guidance_scale=2.0)
     scores = ClassAccuracy(CLASSIFIER)(x, noises)
     assert scores["confident_accuracy"] >= 0.85, scores
 
@@ -30,7 +30,7 @@ def test_guided_samples_are_their_requested_class():
 def test_unconditional_samples_cover_all_classes():
     noises = NoiseSet.draw(MODEL.sample_shape, 500, seed=1)
     null = torch.full((500,), 10)
-    x = sample(MODEL, baseline("dpmpp_3m", 100, MODEL), noises.noise, cond=null)
+    x = sample(MODEL, baseline("dpmpp_3m", 40, MODEL), noises.noise, cond=null)
     with torch.inference_mode():
         counts = torch.bincount(CLASSIFIER(x.clamp(-1, 1)).argmax(1), minlength=10)
     assert (counts >= 15).all(), counts.tolist()

@@ -87,7 +87,10 @@ def test_compare_on_a_users_model_with_their_reference_folder(tmp_path, gray):
     assert list((tmp_path / "cache").rglob("*ref-*")), "reference statistics were cached"
 
 
-def test_compare_rejects_bad_extractor_settings(tmp_path, gray):
+def test_compare_rejects_bad_extractor_settings(tmp_path, gray, capsys):
+    """In-process (the CLI's own ``main``): the same one-line errors, without five interpreter starts."""
+    from schedsearch.search.cli import main
+
     model_dir = save_pipeline(tmp_path / "model", make_tiny_unet(), {"num_train_timesteps": 1000})
     torch.save(gray, tmp_path / "ref.pt")
     common = ("compare", "--model", str(model_dir), "--nfe", "3", "--solvers", "ddim", "-n", "8", "--plot", "", "-q")
@@ -100,9 +103,10 @@ def test_compare_rejects_bad_extractor_settings(tmp_path, gray):
         ("--reference", str(tmp_path / "nothing.pt")): "no such file or directory",
     }
     for extra, message in cases.items():
-        out = run(*common, *extra)
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode != 0 and len(lines) == 1 and message in lines[0], (extra, out.stderr)
+        code = main([*common, *extra])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code != 0 and len(lines) == 1 and message in lines[0], (extra, err)
 
 
 @pytest.fixture(scope="module")
