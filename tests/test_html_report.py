@@ -31,7 +31,7 @@ def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         message = "no chromium on PATH (bash .ci/browser installs Debian's package as root)"
-        if os.environ.get("CI"):
+        if os.environ.get("CI") and os.geteuid() == 0:  # .ci/test could have installed it: a real failure
             pytest.fail(message)
         pytest.skip(message)
     return path
