@@ -284,8 +284,8 @@ class SearchConfig(_Model):
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    message = first["msg"]
+    where = ".".join(str(p) if str(p).isprintable() and str(p) else repr(str(p)) for p in first["loc"]) or "config"
+    message = " ".join(str(first["msg"]).split())  # one line, whatever the input held
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown key"
     if first["type"] == "missing":

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schedsearch.search.compare import default_evaluator
 from schedsearch.search.config import ConfigError, parse_config
@@ -140,6 +140,7 @@ QUICKSTART = {
 
 @fuzz(800)
 @given(config=mutated(QUICKSTART, max_edits=4))
+@example(config={**QUICKSTART, "\n": None})  # found by this test: a key holding a newline
 def test_mutated_configs_are_valid_or_one_error_naming_the_key(config):
     try:
         parsed = parse_config(config)
