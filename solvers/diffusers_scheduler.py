@@ -36,7 +36,7 @@ from .errors import ScheduleError, SolverError
 from .models import Parameterization, Predictions, analytic_predictions, convert_output
 from .noise_schedules import DiscreteVP
 from .plan import Plan, compile_plan
-from .sampler import apply_update
+from .sampler import advance, correct
 from .schedule import Corrector, Schedule
 
 #: tolerance when matching a pipeline's timestep to the schedule's (timesteps travel as float32)
@@ -241,18 +241,14 @@ class SchedsearchScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                                         self.config.data_mean)
         else:
             pred = convert_output(self.parameterization, model_output.to(x.dtype), x, alpha, sigma)
-        if call.kind == "point" and i > 0:
-            before = self.plan.steps[i - 1]
-            if before.corrector is not None:
-                self._points[i] = pred
-                x = apply_update(before.corrector, self._x_prev, self._points)  # type: ignore[arg-type]
-                if before.corrector_kind is Corrector.IMPLICIT:  # the next call evaluates the corrected x
+        if call.kind == "point":
+            corrected = correct(self.plan, i, pred, self._x_prev, self._points)  # type: ignore[arg-type]
+            if corrected is not None:
+                x = corrected
+                if self.plan.steps[i - 1].corrector_kind is Corrector.IMPLICIT:  # the next call evaluates it
                     return self._emit(x, model_output.dtype, return_dict)
-        self._points[i] = pred
-        for j in [j for j in self._points if self.plan.last_use[j] < i]:
-            del self._points[j]
         self._x_prev = x
-        return self._emit(apply_update(sp.predictor, x, self._points), model_output.dtype, return_dict)
+        return self._emit(advance(self.plan, i, pred, x, self._points), model_output.dtype, return_dict)
 
     def _emit(self, x: torch.Tensor, dtype: torch.dtype, return_dict: bool) -> SchedulerOutput | tuple[torch.Tensor]:
         self._index = (self._index or 0) + 1

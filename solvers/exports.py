@@ -19,22 +19,17 @@ from .baselines import BASELINES
 from .noise_schedules import DiscreteVP, NoiseSchedule
 from .schedule import Corrector, Schedule
 
-#: baseline → (diffusers scheduler class, its settings); the baselines are defined as these schedulers' defaults
+_DPM = "DPMSolverMultistepScheduler"
+_UNIPC = ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 2, "final_sigmas_type": "zero"})
+#: baseline → (diffusers scheduler class, its settings); the baselines are defined as these schedulers' defaults:
+#: data prediction (dpmsolver++) ends at the data, noise prediction (dpmsolver) at the smallest trained noise level
 _DIFFUSERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 1,
-                                             "final_sigmas_type": "zero"}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                                 "final_sigmas_type": "zero"}),
-    "dpmpp_3m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 3,
-                                                 "final_sigmas_type": "zero"}),
-    "dpm_solver_1": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_order": 1,
-                                                     "final_sigmas_type": "sigma_min"}),
-    "dpm_solver_2": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_order": 2,
-                                                     "final_sigmas_type": "sigma_min"}),
-    "dpm_solver_3": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver", "solver_order": 3,
-                                                     "final_sigmas_type": "sigma_min"}),
-    "unipc_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 2, "final_sigmas_type": "zero"}),
-    "unip_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 2, "final_sigmas_type": "zero"}),
+    **{name: (_DPM, {"algorithm_type": "dpmsolver++", "solver_order": order, "final_sigmas_type": "zero"})
+       for name, order in (("ddim", 1), ("dpmpp_2m", 2), ("dpmpp_3m", 3))},
+    **{f"dpm_solver_{order}": (_DPM, {"algorithm_type": "dpmsolver", "solver_order": order,
+                                      "final_sigmas_type": "sigma_min"}) for order in (1, 2, 3)},
+    "unipc_bh2": _UNIPC,
+    "unip_bh2": _UNIPC,  # with every corrector disabled (added per schedule)
 }
 _NOT_IN_DIFFUSERS = {
     "ipndm": "diffusers has no multistep iPNDM on a model's timesteps",
@@ -143,7 +138,7 @@ def diffusers_export(schedule: Schedule, noise_schedule: NoiseSchedule) -> Diffu
     settings = dict(settings)
     if name.startswith("unip_"):
         settings["disable_corrector"] = list(range(len(calls)))
-    if scheduler == "DPMSolverMultistepScheduler":
+    if scheduler == _DPM:
         if not all(float(t).is_integer() for t in calls):
             return DiffusersExport(calls, solver=name, reason="its timesteps are not integers (diffusers' "
                                                               "schedulers truncate custom timesteps)")

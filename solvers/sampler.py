@@ -70,16 +70,29 @@ def sample(
             pred = model.analytic(x, node.alpha, node.sigma, plan.analytic_first_step.value)
         else:
             pred = model.predict(x, sp.time, node.alpha, node.sigma, cond, scale)
-        if i > 0:
-            before = plan.steps[i - 1]
-            if before.corrector is not None:
-                points[i] = pred
-                x = apply_update(before.corrector, x_prev, points)
-                if before.corrector_kind is Corrector.IMPLICIT:
-                    pred = model.predict(x, sp.time, node.alpha, node.sigma, cond, scale)
-        points[i] = pred
-        for j in [j for j in points if plan.last_use[j] < i]:
-            del points[j]
+        corrected = correct(plan, i, pred, x_prev, points)
+        if corrected is not None:
+            x = corrected
+            if plan.steps[i - 1].corrector_kind is Corrector.IMPLICIT:
+                pred = model.predict(x, sp.time, node.alpha, node.sigma, cond, scale)
         x_prev = x
-        x = apply_update(sp.predictor, x, points)
+        x = advance(plan, i, pred, x, points)
     return x
+
+
+def correct(plan: Plan, i: int, pred: Predictions, x_prev: torch.Tensor,
+            points: dict[int, Predictions]) -> torch.Tensor | None:
+    """x_i corrected by step i−1's corrector with point i's predictions (made from the uncorrected x_i);
+    None when step i−1 has no corrector. ``x_prev`` is x_{i−1}."""
+    if i == 0 or plan.steps[i - 1].corrector is None:
+        return None
+    points[i] = pred
+    return apply_update(plan.steps[i - 1].corrector, x_prev, points)  # type: ignore[arg-type]
+
+
+def advance(plan: Plan, i: int, pred: Predictions, x: torch.Tensor, points: dict[int, Predictions]) -> torch.Tensor:
+    """Record point i's predictions, free the points no later update reads, and take step i's predictor from x."""
+    points[i] = pred
+    for j in [j for j in points if plan.last_use[j] < i]:
+        del points[j]
+    return apply_update(plan.steps[i].predictor, x, points)

@@ -223,3 +223,17 @@ def test_schedules_that_blow_up_are_failed_trials_with_a_reason(schedule, relaxa
         assert result.error.startswith(("non-finite samples", "diverged", "illegal schedule", "objective"))
     else:
         assert math.isfinite(result.objective)
+
+
+def test_an_exploding_schedule_is_a_failed_trial_with_its_reason():
+    """The property above holds trivially if nothing explodes: one schedule that surely does."""
+    from dataclasses import replace
+
+    from schedsearch.solvers import Derivative, baseline
+
+    base = baseline("dpmpp_3m", 6, MODEL)
+    steps = tuple(replace(s, derivatives=tuple(Derivative(d.active_points, 1e30) for d in s.derivatives))
+                  for s in base.steps)
+    result = EVALUATOR.evaluate(replace(base, steps=steps))
+    assert result.failed and result.objective is None
+    assert result.error.startswith(("non-finite samples", "diverged")), result.error
