@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .context import EvaluationSpec
 from .space import DECISIONS, PRESETS, SpaceError, SpaceSpec
 
-STRATEGY_NAMES = ("random", "evolution", "generational", "tpe", "cmaes", "nsga2", "gp")
+STRATEGY_NAMES = ("random", "evolution", "generational", "guided", "tpe", "cmaes", "nsga2", "gp")
 #: config keys that may change between a search and its resume (where it runs, not what it searches)
 VOLATILE = ("engine", "db", "output", "budget")
 

@@ -163,6 +163,10 @@ class SearchRun:
                                      search_name=self.search.name)
         except TypeError as exc:
             raise SearchError(f"strategy.options: {exc}") from None
+        for kind in strategy.artifact_kinds:
+            stored = self.store.get_artifact(self.search, kind)
+            if stored is not None:
+                strategy.load_artifact(kind, *stored)
         artifact = self.store.get_artifact(self.search, STATE_ARTIFACT)
         pending = [t.meta for t in self.trials.values() if t.state is TrialState.QUEUED and t.stage is Stage.SEARCH]
         strategy.restore(self._observations(), None if artifact is None else artifact[0], pending)
@@ -210,8 +214,9 @@ class SearchRun:
             if not batch:
                 return  # the space offers nothing new
             state = self.strategy.state() if self.strategy is not None else b""
-            records = self.store.add_trials(self.search, batch,
-                                            artifacts={STATE_ARTIFACT: (state, {"strategy": self.config.strategy.name})})
+            artifacts = self.strategy.artifacts() if self.strategy is not None else {}
+            artifacts[STATE_ARTIFACT] = (state, {"strategy": self.config.strategy.name})
+            records = self.store.add_trials(self.search, batch, artifacts=artifacts)
             for t in records:
                 self.trials[t.number] = t
 

@@ -163,7 +163,7 @@ def test_sampler_uses_the_chosen_points():
                 out[row, dim] += _increment(s, prediction, terms, y)
         return out
 
-    x, points = noise, {}
+    x, x_prev, points = noise, noise, {}
     for i in range(len(STEPS)):
         points[i] = predictions(x, i)
         if i == 5:  # step 4's pseudo corrector: the point-5 prediction at the uncorrected x, then correct x

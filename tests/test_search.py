@@ -85,9 +85,13 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "generational", "random"])
+OPTIONS = {"generational": {"population": 10, "keep": 3, "mutants": 4, "crossovers": 2},
+           "guided": {"initial": 10, "round_size": 6, "candidates": 200, "epochs": 60}}
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "generational", "random", "guided"])
 def test_a_search_interrupted_anywhere_resumes_to_the_same_trials(tmp_path, engine, strategy):
-    options = {"population": 10, "keep": 3, "mutants": 4, "crossovers": 2} if strategy == "generational" else {}
+    options = OPTIONS.get(strategy, {})
     cfg = config(strategy={"name": strategy, "options": options})
     whole, _ = run(cfg, f"sqlite:///{tmp_path / 'whole.db'}", engine)
     url = f"sqlite:///{tmp_path / 'cut.db'}"
@@ -113,6 +117,12 @@ def test_a_search_interrupted_anywhere_resumes_to_the_same_trials(tmp_path, engi
             store.close()
     assert interrupted == 6
     assert fingerprint(outcome.trials) == fingerprint(whole.trials)
+    if strategy == "guided":  # its predictor is in the store, fitted on the trials it names
+        store = TrialStore.open(url)
+        data, meta = store.get_artifact(store.get_search("mix"), "predictor")
+        store.close()
+        assert data and meta["round"] >= 2 and set(meta["trials"]) <= {t.number for t in whole.trials}
+        assert [t.meta["op"] for t in whole.trials if t.meta.get("op") in ("guided", "explore")]
 
 
 def test_same_name_with_another_config_is_refused_and_a_larger_budget_continues(tmp_path, engine):

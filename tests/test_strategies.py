@@ -98,13 +98,14 @@ def test_restore_from_observations_and_state_continues_exactly(name, tmp_path):
     assert again == later
 
 
-@pytest.mark.parametrize("name", ["evolution", "generational"])
+@pytest.mark.parametrize("name", ["evolution", "generational", "guided"])
 def test_learning_strategies_beat_random_search(name, tmp_path):
     def best_after(strategy_name: str, seed: int) -> float:
         strategy = _make(strategy_name, tmp_path, seed=seed, db=f"{strategy_name}{seed}.db")
-        if strategy_name == "generational":
-            strategy = make_strategy("generational", _space(), np.random.default_rng(seed),
-                                     options={"population": 12, "keep": 4, "mutants": 6, "crossovers": 2})
+        if strategy_name in ("generational", "guided"):
+            options = {"population": 12, "keep": 4, "mutants": 6, "crossovers": 2} if strategy_name == "generational" \
+                else {"epochs": 80, "candidates": 300}
+            strategy = make_strategy(strategy_name, _space(), np.random.default_rng(seed), options=options)
         values, number = [], 0
         while number < 120:
             _, obs = _round(strategy, number)
@@ -134,3 +135,32 @@ def test_state_is_json_and_a_foreign_state_is_one_clear_error(tmp_path):
         with pytest.raises(StateError, match="not the JSON this schedsearch writes"):
             strategy.restore([], pickle.dumps({"rng": None}))
         strategy.close()
+
+
+def test_guided_resumes_with_its_stored_predictor_and_ranks_better_than_chance(tmp_path, monkeypatch):
+    from schedsearch.predictors.predictor import Predictor, kendall_tau
+
+    options = {"initial": 16, "round_size": 8, "candidates": 200, "epochs": 80}
+    strategy = make_strategy("guided", _space(), np.random.default_rng(5), options=options)
+    history, number = [], 0
+    while number < 40:  # 16 random, then guided rounds
+        _, obs = _round(strategy, number)
+        strategy.tell(obs)
+        history += obs
+        number += len(obs)
+    guided = [o for o in history if o.meta.get("op") == "guided" and o.objective is not None]
+    assert guided and all("predicted" in o.meta for o in guided)
+    state, (kind, (data, meta)) = strategy.state(), next(iter(strategy.artifacts().items()))
+    assert kind == "predictor" and meta["trials"] == sorted(o.number for o in history[:-8] if o.number >= 0)
+
+    restored = make_strategy("guided", _space(), np.random.default_rng(5), options=options)
+    restored.load_artifact(kind, data, meta)
+    restored.restore(history[:-8], state)  # the state saved with the last ask: its round's queue
+    monkeypatch.setattr(Predictor, "fit", lambda *a, **k: pytest.fail("refitted instead of loading the checkpoint"))
+    again = restored._fit()
+    probe = [p.schedule for p in make_strategy("random", _space(), np.random.default_rng(9)).ask(12)]
+    assert np.array_equal(again.predict(probe), strategy.predictor.predict(probe))
+    # 32 trials are enough to rank the stand-in objective of fresh random schedules better than chance
+    fresh = [s for s in (p.schedule for p in make_strategy("random", _space(), np.random.default_rng(11)).ask(200))
+             if objective(s) is not None]
+    assert kendall_tau(again.predict(fresh), [objective(s) for s in fresh]) > 0.1  # chance: 0 ± 0.06

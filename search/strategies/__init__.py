@@ -1,5 +1,5 @@
 """Strategies behind one ask/tell seam: random, S³ steady-state and AutoDiffusion generational
-evolution, Optuna's TPE / CMA-ES / NSGA-II / GP."""
+evolution, S³'s predictor-guided search, Optuna's TPE / CMA-ES / NSGA-II / GP."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 from ..space import SearchSpace
 from .base import Observation, Proposal, Strategy
 from .evolution import GenerationalEvolution, SteadyStateEvolution
+from .guided import PredictorGuided
 from .optuna_samplers import SAMPLERS, OptunaStrategy
 from .random import RandomSearch
 
-STRATEGIES = ("random", "evolution", "generational", *SAMPLERS)
+STRATEGIES = ("random", "evolution", "generational", "guided", *SAMPLERS)
 
 
 def make_strategy(name: str, space: SearchSpace, rng: np.random.Generator, options: dict[str, Any] | None = None,
@@ -26,6 +27,8 @@ def make_strategy(name: str, space: SearchSpace, rng: np.random.Generator, optio
         return SteadyStateEvolution(space, rng, **options)
     if name == "generational":
         return GenerationalEvolution(space, rng, **options)
+    if name == "guided":
+        return PredictorGuided(space, rng, **options)
     if name in SAMPLERS:
         if storage is None:
             raise ValueError(f"strategy {name!r} needs a database for its Optuna study")
@@ -33,5 +36,5 @@ def make_strategy(name: str, space: SearchSpace, rng: np.random.Generator, optio
     raise ValueError(f"strategy: unknown {name!r} (known: {', '.join(STRATEGIES)})")
 
 
-__all__ = ["STRATEGIES", "GenerationalEvolution", "Observation", "OptunaStrategy", "Proposal", "RandomSearch",
+__all__ = ["STRATEGIES", "GenerationalEvolution", "Observation", "OptunaStrategy", "PredictorGuided", "Proposal", "RandomSearch",
            "SteadyStateEvolution", "Strategy", "make_strategy"]

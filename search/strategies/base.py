@@ -47,6 +47,9 @@ class Strategy(ABC):
     """Proposes schedules from a :class:`SearchSpace`; learns from observations."""
 
     name: ClassVar[str]
+    #: kinds of store artifacts the strategy keeps (e.g. a predictor checkpoint): ``artifacts`` hands the
+    #: loop new versions to store with the next state, ``load_artifact`` gives the stored ones back on resume
+    artifact_kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator) -> None:
         self.space = space
@@ -80,6 +83,13 @@ class Strategy(ABC):
 
     def close(self) -> None:
         """Release what the strategy holds (database connections)."""
+
+    def artifacts(self) -> dict[str, tuple[bytes, dict[str, Any]]]:
+        """New artifact versions (kind → (data, meta)) to store with the next state; each is handed out once."""
+        return {}
+
+    def load_artifact(self, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
+        """A stored artifact of one of ``artifact_kinds``, given back before ``restore``."""
 
     def _own_state(self) -> Any:
         """JSON-able values only."""

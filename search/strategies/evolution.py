@@ -58,6 +58,24 @@ def _rank_select(rng: np.random.Generator, ranked: Sequence[_Member]) -> _Member
     return ranked[int(rng.choice(k, p=weights / weights.sum()))]
 
 
+def breed(space: SearchSpace, population: _Population, rng: np.random.Generator, nfe: int, top: int,
+          crossover_rate: float) -> tuple[Genome, dict[str, Any]]:
+    """One child at ``nfe``: parents rank-selected among the ``top`` best at that NFE (or overall while
+    it has none), crossover with ``crossover_rate``, then mutation."""
+    ranked = population.ranked(nfe)[:top] or population.ranked()[:top]
+    first = _rank_select(rng, ranked)
+    parents = [first.number]
+    genome = first.genome
+    if len(ranked) > 1 and rng.random() < crossover_rate:
+        second = _rank_select(rng, ranked)
+        genome = space.crossover(genome, second.genome, rng)
+        parents.append(second.number)
+    genome = space.mutate(genome, rng)
+    if genome.nfe != nfe:
+        genome = space.with_nfe(genome, nfe, rng)
+    return genome, {"op": "evolve", "parents": parents}
+
+
 class SteadyStateEvolution(Strategy):
     """S³ (Liu et al.): each child from parents rank-selected among the ``top`` best at its NFE,
     crossover with ``crossover_rate``, then mutation; ``initial`` random schedules first."""
@@ -84,18 +102,7 @@ class SteadyStateEvolution(Strategy):
 
     def _child(self) -> tuple[Genome, dict[str, Any]]:
         nfe = int(self.rng.choice(self.space.spec.nfe))
-        ranked = self.population.ranked(nfe)[: self.top] or self.population.ranked()[: self.top]
-        first = _rank_select(self.rng, ranked)
-        parents = [first.number]
-        genome = first.genome
-        if len(ranked) > 1 and self.rng.random() < self.crossover_rate:
-            second = _rank_select(self.rng, ranked)
-            genome = self.space.crossover(genome, second.genome, self.rng)
-            parents.append(second.number)
-        genome = self.space.mutate(genome, self.rng)
-        if genome.nfe != nfe:
-            genome = self.space.with_nfe(genome, nfe, self.rng)
-        return genome, {"op": "evolve", "parents": parents}
+        return breed(self.space, self.population, self.rng, nfe, self.top, self.crossover_rate)
 
     def tell(self, observations: Sequence[Observation]) -> None:
         self.population.add(observations)

@@ -1,0 +1,183 @@
+"""Predictor-guided search (S³, Liu et al.): breed many candidates, let the learned predictor rank them,
+truly evaluate only the best few (plus a small share drawn at random for exploration), retrain, repeat.
+
+A round serves ``round_size`` proposals. At its start the predictor is fitted from scratch on
+every observation so far (failed trials count as the worst), ``candidates`` children are bred
+from the ``top`` best per NFE exactly as S³'s evolution breeds them, the children already
+measured are dropped, and the round's queue is the predicted best per NFE, interleaved; each
+slot is, with probability ``explore``, a candidate of the pool drawn uniformly instead. The
+first ``initial`` proposals are random schedules (the predictor needs something to learn from).
+
+The queue is part of the strategy's state, and a fit is a pure function of the observations
+and the strategy's seed, so a resumed search proposes what the uninterrupted one would have.
+Each fit is stored as the ``predictor`` artifact (checkpoint bytes + metadata: the trials it
+learnt from, its training τ, the code version); a resumed search reloads it instead of
+refitting when it was fitted on exactly the observations at hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from schedsearch.predictors.predictor import Predictor, PredictorConfig
+
+from ..space import Genome, SearchSpace
+from .base import Observation, Proposal, Strategy
+from .evolution import _Population, breed
+
+PREDICTOR_ARTIFACT = "predictor"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("schedsearch")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without installing
+        return "unknown"
+
+
+class PredictorGuided(Strategy):
+    name = "guided"
+    artifact_kinds = (PREDICTOR_ARTIFACT,)
+
+    def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 24, round_size: int = 16,
+                 candidates: int = 1000, explore: float = 0.2, top: int = 15, crossover_rate: float = 0.5,
+                 epochs: int = 200, kind: str = "pool", hidden: int = 64) -> None:
+        super().__init__(space, rng)
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"guided: explore {explore} must lie in [0, 1]")
+        if min(initial, round_size, candidates, top, epochs) < 1:
+            raise ValueError("guided: initial, round_size, candidates, top and epochs must be ≥ 1")
+        self.initial, self.round_size, self.candidates = initial, round_size, candidates
+        self.explore, self.top, self.crossover_rate = explore, top, crossover_rate
+        self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs)
+        self.seed = int(rng.integers(2**31 - 1))  # the fits' seed: one draw, fixed for the strategy's life
+        self.population = _Population(space)
+        self.failed: dict[int, Observation] = {}
+        self.asked = 0
+        self.queue: list[tuple[Genome, dict[str, Any]]] = []
+        self.rounds = 0
+        self.predictor: Predictor | None = None
+        self.fitted_on: str | None = None  # fingerprint of the observations the predictor learnt from
+        self._stored: tuple[bytes, dict[str, Any]] | None = None  # a loaded checkpoint, used when it fits
+        self._new_checkpoint: tuple[bytes, dict[str, Any]] | None = None
+
+    # -- ask / tell ------------------------------------------------------------------------
+
+    def ask(self, n: int) -> list[Proposal]:
+        out = []
+        while len(out) < n:
+            if self.asked < self.initial or len(self.population) < 2:
+                self.asked += 1
+                out.append(Proposal(self.space.decode(self.space.random(self.rng)), {"op": "random"}))
+                continue
+            if not self.queue:
+                self._new_round()
+            genome, meta = self.queue.pop(0)
+            self.asked += 1
+            out.append(Proposal(self.space.decode(genome), meta))
+        return out
+
+    def tell(self, observations: Sequence[Observation]) -> None:
+        for obs in observations:
+            if obs.number < 0 or obs.number in self.population.seen:
+                continue
+            if obs.objective is None:
+                self.failed[obs.number] = obs
+            self.population.add([obs])
+
+    # -- a round ---------------------------------------------------------------------------
+
+    def _training_set(self) -> tuple[list[Any], list[float], list[int]]:
+        members = sorted(self.population.members.values(), key=lambda m: m.number)
+        numbers = sorted([m.number for m in members] + list(self.failed))
+        worst = max((m.objective for m in members), default=0.0)
+        by_number: dict[int, tuple[Any, float]] = {m.number: (self.space.decode(m.genome), m.objective)
+                                                   for m in members}
+        for number, obs in self.failed.items():  # a failure ranks below every measured schedule
+            by_number[number] = (obs.schedule, worst + 1.0 + abs(worst))
+        schedules = [by_number[k][0] for k in numbers]
+        return schedules, [by_number[k][1] for k in numbers], numbers
+
+    def _fit(self) -> Predictor:
+        schedules, objectives, numbers = self._training_set()
+        fingerprint = hashlib.sha256(",".join(map(str, numbers)).encode()).hexdigest()[:16]
+        if self.predictor is not None and self.fitted_on == fingerprint:
+            return self.predictor
+        cfg = self.predictor_config
+        predictor = Predictor(self.space.noise_schedule, cfg, seed=self.seed)
+        if self._stored is not None and self._stored[1].get("fitted_on") == fingerprint:
+            predictor = Predictor.from_bytes(self._stored[0], self._stored[1]["checkpoint"], self.space.noise_schedule)
+            self._stored = None
+        else:
+            generator = torch.Generator().manual_seed(self.seed + len(numbers))
+            report = predictor.fit(schedules, objectives, generator)
+            weights, meta = predictor.to_bytes()
+            self._new_checkpoint = (weights, {
+                "checkpoint": meta, "fitted_on": fingerprint, "trials": numbers,
+                "kendall_tau_train": report.kendall_tau_train, "loss_first": report.loss_history[0],
+                "loss_last": report.loss_history[-1], "round": self.rounds, "code_version": _version()})
+        self.predictor, self.fitted_on = predictor, fingerprint
+        return predictor
+
+    def _new_round(self) -> None:
+        self.rounds += 1
+        predictor = self._fit()
+        nfes = list(self.space.spec.nfe)
+        measured = {self.space.decode(m.genome).canonical_hash() for m in self.population.members.values()}
+        measured |= {o.schedule.canonical_hash() for o in self.failed.values()}
+        per_nfe: list[list[tuple[float, Genome, dict[str, Any]]]] = []
+        for nfe in nfes:
+            pool: dict[str, tuple[Genome, dict[str, Any], Any]] = {}
+            for _ in range(max(1, self.candidates // len(nfes))):
+                genome, meta = breed(self.space, self.population, self.rng, nfe, self.top, self.crossover_rate)
+                schedule = self.space.decode(genome)
+                h = schedule.canonical_hash()
+                if h not in measured and h not in pool:
+                    pool[h] = (genome, meta, schedule)
+            entries = list(pool.values())
+            scores = predictor.predict([e[2] for e in entries]) if entries else np.zeros(0)
+            order = np.argsort(scores, kind="stable")
+            ranked = [(float(scores[i]), entries[i][0], entries[i][1]) for i in order]
+            per_nfe.append(ranked)
+        queue: list[tuple[Genome, dict[str, Any]]] = []
+        k = 0
+        while len(queue) < self.round_size and any(per_nfe):
+            ranked = per_nfe[k % len(per_nfe)]
+            k += 1
+            if not ranked:
+                continue
+            if self.rng.random() < self.explore:
+                pick, op = int(self.rng.integers(len(ranked))), "explore"
+            else:
+                pick, op = 0, "guided"
+            score, genome, meta = ranked.pop(pick)
+            queue.append((genome, {**meta, "op": op, "predicted": score, "round": self.rounds}))
+        if not queue:  # every child bred is already measured: fall back to fresh random schedules
+            queue = [(self.space.random(self.rng), {"op": "random", "round": self.rounds})]
+        self.queue = queue
+
+    # -- state and artifacts ---------------------------------------------------------------
+
+    def artifacts(self) -> dict[str, tuple[bytes, dict[str, Any]]]:
+        if self._new_checkpoint is None:
+            return {}
+        out, self._new_checkpoint = {PREDICTOR_ARTIFACT: self._new_checkpoint}, None
+        return out
+
+    def load_artifact(self, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
+        if kind == PREDICTOR_ARTIFACT and "checkpoint" in meta:
+            self._stored = (data, dict(meta))
+
+    def _own_state(self) -> Any:
+        return {"asked": self.asked, "rounds": self.rounds, "seed": self.seed,
+                "queue": [[genome.to_dict(), meta] for genome, meta in self.queue]}
+
+    def _load_own_state(self, state: Any) -> None:
+        self.asked, self.rounds, self.seed = int(state["asked"]), int(state["rounds"]), int(state["seed"])
+        self.queue = [(Genome.from_dict(genome), dict(meta)) for genome, meta in state["queue"]]
