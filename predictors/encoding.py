@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
-from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule
+from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
 
 MAX_DERIVATIVES = 3
 MAX_OFFSET = 4
@@ -50,26 +51,41 @@ def _one_hot(value: object, options: Sequence[object]) -> list[float]:
     return [1.0 if value == o else 0.0 for o in options]
 
 
+@lru_cache(maxsize=1 << 16)
+def _decision_features(step: Step) -> tuple[float, ...]:
+    """The λ-free part of a step's row (a pure function of the frozen step, so memoised: searches repeat steps)."""
+    row = [step.order / 4.0]
+    row += _one_hot(step.order, (1, 2, 3, 4))
+    row += _one_hot(step.prediction, _PREDICTIONS)
+    row += _one_hot(step.estimator, _ESTIMATORS)
+    row += _one_hot(step.corrector, _CORRECTORS)
+    for k in range(MAX_DERIVATIVES):
+        if k < len(step.derivatives):
+            d = step.derivatives[k]
+            row += [1.0 if -o in d.active_points else 0.0 for o in range(1, MAX_OFFSET + 1)]
+            row.append(float(d.relaxation) - 1.0)
+        else:
+            row += [0.0] * (MAX_OFFSET + 1)
+    return tuple(row)
+
+
+def _fill(out: np.ndarray, schedule: Schedule, lam: np.ndarray, lam_range: LambdaRange) -> None:
+    """Write ``schedule``'s rows into ``out`` (``[num_steps, STEP_FEATURES]``) given λ at its times."""
+    finite = np.isfinite(lam)
+    scaled = np.where(finite, 2.0 * (np.where(finite, lam, 0.0) - lam_range.lo) / (lam_range.hi - lam_range.lo) - 1.0,
+                      1.5)
+    out[:, 0] = scaled[:-1]
+    out[:, 1] = scaled[1:]
+    out[:, 2] = scaled[1:] - scaled[:-1]
+    out[:, 3] = ~finite[1:]
+    out[:, 4:] = [_decision_features(step) for step in schedule.steps]
+
+
 def step_features(schedule: Schedule, lam_range: LambdaRange, noise_schedule: NoiseSchedule) -> np.ndarray:
     """``[num_steps, STEP_FEATURES]`` float32 features of ``schedule``."""
-    lam = noise_schedule.lambda_(list(schedule.timesteps))
-    rows = []
-    for i, step in enumerate(schedule.steps):
-        ls, lt = lam_range.scale(float(lam[i])), lam_range.scale(float(lam[i + 1]))
-        row = [ls, lt, lt - ls, 1.0 if not np.isfinite(lam[i + 1]) else 0.0, step.order / 4.0]
-        row += _one_hot(step.order, (1, 2, 3, 4))
-        row += _one_hot(step.prediction, _PREDICTIONS)
-        row += _one_hot(step.estimator, _ESTIMATORS)
-        row += _one_hot(step.corrector, _CORRECTORS)
-        for k in range(MAX_DERIVATIVES):
-            if k < len(step.derivatives):
-                d = step.derivatives[k]
-                row += [1.0 if -o in d.active_points else 0.0 for o in range(1, MAX_OFFSET + 1)]
-                row.append(float(d.relaxation) - 1.0)
-            else:
-                row += [0.0] * (MAX_OFFSET + 1)
-        rows.append(row)
-    return np.asarray(rows, dtype=np.float32)
+    out = np.zeros((schedule.num_steps, STEP_FEATURES), dtype=np.float32)
+    _fill(out, schedule, np.asarray(noise_schedule.lambda_(list(schedule.timesteps)), dtype=np.float64), lam_range)
+    return out
 
 
 def global_features(schedule: Schedule, guidance_scale: float | None = None) -> np.ndarray:
@@ -95,15 +111,20 @@ class EncodedBatch:
 
 def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
            guidance_scale: float | None = None) -> EncodedBatch:
-    """One padded batch for ``schedules`` (of any lengths)."""
+    """One padded batch for ``schedules`` (of any lengths); λ of every time in one vectorised call."""
     lam_range = LambdaRange.of(noise_schedule)
-    per = [step_features(s, lam_range, noise_schedule) for s in schedules]
-    longest = max((len(p) for p in per), default=1)
-    steps = np.zeros((len(per), longest, STEP_FEATURES), dtype=np.float32)
-    mask = np.zeros((len(per), longest), dtype=bool)
-    for b, p in enumerate(per):
-        steps[b, : len(p)] = p
-        mask[b, : len(p)] = True
+    lengths = [s.num_steps for s in schedules]
+    longest = max(lengths, default=1)
+    steps = np.zeros((len(schedules), longest, STEP_FEATURES), dtype=np.float32)
+    mask = np.zeros((len(schedules), longest), dtype=bool)
+    if schedules:
+        times = np.concatenate([np.asarray(s.timesteps, dtype=np.float64) for s in schedules])
+        lam = np.asarray(noise_schedule.lambda_(times), dtype=np.float64)
+        offset = 0
+        for b, (s, n) in enumerate(zip(schedules, lengths)):
+            _fill(steps[b, :n], s, lam[offset: offset + n + 1], lam_range)
+            mask[b, :n] = True
+            offset += n + 1
     globs = np.stack([global_features(s, guidance_scale) for s in schedules]) if schedules else \
         np.zeros((0, GLOBAL_FEATURES), dtype=np.float32)
     return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))

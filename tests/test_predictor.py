@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from schedsearch.predictors.encoding import GLOBAL_FEATURES, STEP_FEATURES, encode
+from schedsearch.predictors.encoding import GLOBAL_FEATURES, STEP_FEATURES, LambdaRange, encode, step_features
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
 from schedsearch.search.space import SearchSpace, SpaceSpec
 from schedsearch.solvers import load_model
@@ -27,6 +27,12 @@ def test_encoding_pads_variable_lengths_with_a_mask():
     assert torch.isfinite(batch.steps).all() and (batch.steps[~batch.mask] == 0).all()
     again = encode(schedules[3:4], MODEL.noise_schedule)  # a schedule's rows do not depend on its batch
     assert torch.equal(again.steps[0], batch.steps[3, : schedules[3].num_steps])
+    lam_range = LambdaRange.of(MODEL.noise_schedule)
+    for b, s in enumerate(schedules):  # the batched (one λ call) path gives each schedule's own rows
+        rows = torch.from_numpy(step_features(s, lam_range, MODEL.noise_schedule))
+        assert torch.equal(rows, batch.steps[b, : s.num_steps])
+        lam = MODEL.noise_schedule.lambda_(list(s.timesteps))
+        assert abs(float(rows[0, 0]) - lam_range.scale(float(lam[0]))) < 1e-6  # λ scaled into about [-1, 1]
 
 
 def _synthetic(s) -> float:

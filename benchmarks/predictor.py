@@ -1,0 +1,202 @@
+"""The learned predictor on real digits search trials: network kinds, held-out τ per NFE against trivial
+rankers and against the measurement's own noise, τ by training-set size, and NFE-5 → NFE-6 transfer.
+
+The data are the trials of two real digits searches (S³ evolution, FID on 250 draws of the
+search noise; NFE 4-6 and NFE 5-6, 1,000 trials together), run here unless ``--data`` names
+a database that holds them. Every τ is Kendall's τ-b between predicted scores and measured
+FID on trials the predictor never saw.
+
+- kinds: 5-fold τ, fit seconds, seconds to rank 10,000 candidates, for ``pool`` and ``lstm``;
+- per NFE: 5-fold τ of the predictor and of the trivial rankers "higher order is better" and
+  "closer to the uniform-λ grid is better";
+- noise ceiling: ``--ceiling`` trials re-measured on held-out noise (seed 1, same sample
+  count). τ(search FID, held-out FID) bounds what any predictor of schedule quality can reach
+  when "quality" is a 250-sample FID; the predictor's τ to the held-out FID is shown beside it;
+- training size: τ on a fixed held-out fifth with 25 … all of the rest;
+- transfer: an NFE-5 predictor fine-tuned on 50 NFE-6 trials against one trained from
+  scratch on 200 NFE-6 trials, both tested on the other NFE-6 trials.
+
+    .venv/bin/python benchmarks/predictor.py                         # runs the data searches (≈ 25 min)
+    .venv/bin/python benchmarks/predictor.py --data sqlite:///runs.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schedsearch.predictors.evaluation import cross_validate
+from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
+from schedsearch.search.cli.predictor import _measured
+from schedsearch.search.config import parse_config
+from schedsearch.search.context import HOLDOUT_NOISE, build_context
+from schedsearch.search.engines import LocalEngine
+from schedsearch.search.loop import SearchRun
+from schedsearch.search.queries import open_read_only
+from schedsearch.search.space import SearchSpace
+from schedsearch.solvers import load_model
+from schedsearch.storage import TrialStore
+
+SEARCHES = {"digits-data": ([4, 5, 6], 600, 3), "digits-data-2": ([5, 6], 400, 4)}
+
+
+def data_config(name: str) -> dict:
+    nfe, budget, seed = SEARCHES[name]
+    return {"name": name, "model": "builtin:digits", "nfe": nfe, "budget": budget, "seed": seed,
+            "space": {"free": "usf"}, "strategy": {"name": "evolution", "batch_size": 8, "options": {"initial": 60}},
+            "fidelity": {"samples": [250]}, "validation": {"top_k": 1, "baselines": 1, "samples": 250, "seed": 1}}
+
+
+def ensure_data(url: str) -> None:
+    store = TrialStore.open(url)
+    try:
+        for name in SEARCHES:
+            config = parse_config(data_config(name))
+            print(f"data: search {name} ({config.budget} evaluations) ...", flush=True)
+            SearchRun(config, store, LocalEngine(config.evaluation_spec())).run()  # resumes / returns if complete
+    finally:
+        store.close()
+
+
+def load(url: str) -> tuple[list, np.ndarray]:
+    store = open_read_only(url)
+    schedules, objectives = [], []
+    try:
+        for name in SEARCHES:
+            s, o = _measured(store, store.get_search(name))
+            schedules += s
+            objectives += o
+    finally:
+        store.close()
+    return schedules, np.asarray(objectives)
+
+
+def fit(ns, schedules, objectives, cfg: PredictorConfig, seed: int = 0, predictor: Predictor | None = None,
+        epochs: int | None = None) -> Predictor:
+    p = predictor or Predictor(ns, cfg, seed=seed)
+    p.fit(list(schedules), list(objectives), torch.Generator().manual_seed(seed), epochs=epochs)
+    return p
+
+
+def section_kinds(ns, schedules, objectives, space: SearchSpace) -> None:
+    print("\n## network kinds (5-fold held-out τ, all trials)")
+    rng = np.random.default_rng(0)
+    candidates = [space.decode(space.random(rng)) for _ in range(10_000)]
+    print(f"{'kind':<6}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s':>15}")
+    for kind in ("pool", "lstm"):
+        cfg = PredictorConfig(kind=kind)
+        cv = cross_validate(schedules, objectives, ns, cfg, 5, 0)
+        n = int(len(schedules) * 0.8)
+        start = time.perf_counter()
+        p = fit(ns, schedules[:n], objectives[:n], cfg)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        p.predict(candidates)
+        rank_s = time.perf_counter() - start
+        print(f"{kind:<6}{cv.tau:>8.3f} ± {cv.tau_std:.3f}{fit_s:>22.1f}{rank_s:>15.2f}", flush=True)
+
+
+def section_per_nfe(ns, schedules, objectives) -> None:
+    print("\n## held-out τ per NFE (5-fold), predictor against trivial rankers")
+    cv = cross_validate(schedules, objectives, ns, PredictorConfig(), 5, 0)
+    print(f"{'NFE':<5}{'trials':>7}{'predictor':>11}{'higher-order':>14}{'uniform-λ':>11}")
+    nfes = np.asarray([s.nfe for s in schedules])
+    for nfe, tau in cv.tau_per_nfe.items():
+        print(f"{nfe:<5}{int((nfes == nfe).sum()):>7}{tau:>11.3f}{cv.trivial_per_nfe['higher_order'][nfe]:>14.3f}"
+              f"{cv.trivial_per_nfe['uniform_lambda'][nfe]:>11.3f}")
+    print(f"{'all':<5}{len(schedules):>7}{cv.tau:>11.3f}{cv.trivial['higher_order']:>14.3f}"
+          f"{cv.trivial['uniform_lambda']:>11.3f}", flush=True)
+
+
+def section_ceiling(ns, schedules, objectives, count: int) -> None:
+    print(f"\n## noise ceiling: {count} trials re-measured on held-out noise (seed 1, 250 samples)")
+    context = build_context(parse_config(data_config("digits-data")).evaluation_spec())
+    rng = np.random.default_rng(1)
+    pick = rng.choice(len(schedules), size=min(count, len(schedules)), replace=False)
+    rest = np.setdiff1d(np.arange(len(schedules)), pick)
+    held = np.asarray([context.evaluate(schedules[i].to_dict(), 250, HOLDOUT_NOISE).objective for i in pick],
+                      dtype=np.float64)
+    ok = np.isfinite(held)
+    p = fit(ns, [schedules[i] for i in rest], objectives[rest], PredictorConfig())
+    pred = p.predict([schedules[i] for i in pick])
+    print(f"τ(search FID, held-out FID)       {kendall_tau(objectives[pick][ok], held[ok]):.3f}   (the ceiling)")
+    print(f"τ(predictor, held-out FID)        {kendall_tau(pred[ok], held[ok]):.3f}")
+    print(f"τ(predictor, search FID)          {kendall_tau(pred[ok], objectives[pick][ok]):.3f}", flush=True)
+
+
+def section_size(ns, schedules, objectives) -> None:
+    print("\n## held-out τ by training-set size (a fixed fifth held out)")
+    rng = np.random.default_rng(2)
+    order = rng.permutation(len(schedules))
+    test, pool = order[: len(order) // 5], order[len(order) // 5:]
+    print(f"{'trials':>7}{'τ':>8}")
+    for n in (25, 50, 100, 200, 400, len(pool)):
+        train = pool[:n]
+        p = fit(ns, [schedules[i] for i in train], objectives[train], PredictorConfig())
+        tau = kendall_tau(p.predict([schedules[i] for i in test]), objectives[test])
+        print(f"{n:>7}{tau:>8.3f}", flush=True)
+
+
+def section_transfer(ns, schedules, objectives) -> None:
+    print("\n## transfer NFE 5 → NFE 6 (τ on held-out NFE-6 trials)")
+    nfes = np.asarray([s.nfe for s in schedules])
+    five, six = np.flatnonzero(nfes == 5), np.flatnonzero(nfes == 6)
+    rng = np.random.default_rng(3)
+    six = rng.permutation(six)
+    test, train = six[200:], six[:200]
+    if len(test) < 30:
+        print(f"too few NFE-6 trials ({len(six)}) for 200 + a test set")
+        return
+    cfg = PredictorConfig()
+
+    def tau(p: Predictor) -> float:
+        return kendall_tau(p.predict([schedules[i] for i in test]), objectives[test])
+
+    base = fit(ns, [schedules[i] for i in five], objectives[five], cfg)
+    zero = tau(base)
+    tuned = fit(ns, [schedules[i] for i in train[:50]], objectives[train[:50]], cfg, predictor=base, epochs=100)
+    scratch = fit(ns, [schedules[i] for i in train], objectives[train], cfg)
+    scratch50 = fit(ns, [schedules[i] for i in train[:50]], objectives[train[:50]], cfg)
+    print(f"{'predictor':<40}{'τ':>7}   (test: {len(test)} NFE-6 trials)")
+    print(f"{'NFE 5 only (' + str(len(five)) + ' trials), zero-shot':<40}{zero:>7.3f}")
+    print(f"{'NFE 5, fine-tuned on 50 NFE-6':<40}{tau(tuned):>7.3f}")
+    print(f"{'from scratch on 50 NFE-6':<40}{tau(scratch50):>7.3f}")
+    print(f"{'from scratch on 200 NFE-6':<40}{tau(scratch):>7.3f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="database with the digits-data searches (run here when missing)")
+    parser.add_argument("--ceiling", type=int, default=150, help="trials re-measured on held-out noise (0: skip)")
+    parser.add_argument("--sections", default="kinds,nfe,ceiling,size,transfer")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.data or f"sqlite:///{Path(tmp) / 'data.db'}"
+        ensure_data(url)
+        schedules, objectives = load(url)
+        model = load_model("builtin:digits")
+        ns = model.noise_schedule
+        space = SearchSpace(parse_config(data_config("digits-data")).space_spec(), ns,
+                            has_data_mean=model.data_mean is not None)
+        print(f"{len(schedules)} measured digits schedules (FID, 250 samples of the search noise), "
+              f"NFE {sorted({s.nfe for s in schedules})}")
+        sections = args.sections.split(",")
+        if "kinds" in sections:
+            section_kinds(ns, schedules, objectives, space)
+        if "nfe" in sections:
+            section_per_nfe(ns, schedules, objectives)
+        if "ceiling" in sections and args.ceiling > 0:
+            section_ceiling(ns, schedules, objectives, args.ceiling)
+        if "size" in sections:
+            section_size(ns, schedules, objectives)
+        if "transfer" in sections:
+            section_transfer(ns, schedules, objectives)
+
+
+if __name__ == "__main__":
+    main()
