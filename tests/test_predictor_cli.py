@@ -19,7 +19,7 @@ from schedsearch.storage import TrialStore
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 CONFIG = {
-    "name": "mix", "model": "builtin:gmm-8d", "nfe": [4, 6], "budget": 140, "seed": 0,
+    "name": "mix", "model": "builtin:gmm-8d", "nfe": [4, 6], "budget": 200, "seed": 0,
     "strategy": {"name": "guided", "batch_size": 4,
                  "options": {"initial": 40, "round_size": 12, "candidates": 300, "epochs": 100}},
     "baselines": {"solvers": ["dpmpp_2m", "unipc_bh2", "ipndm"], "grids": ["uniform_lambda", "quadratic"]},
@@ -51,10 +51,10 @@ def test_held_out_tau_beats_trivial_rankers_and_is_plotted(searched):
     out = run("predictor", "mix", "--db", url, "--format", "json", "--plot", str(plot), "--epochs", "150")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["trials"] >= 120 and report["folds"] == 5
+    assert report["trials"] >= 180 and report["folds"] == 5
     assert set(report["kendall_tau_per_nfe"]) == {"4", "6"}
     trivial = report["trivial_rankers"]
-    assert report["kendall_tau"] > 0.4, report
+    assert report["kendall_tau"] > 0.4, json.dumps(report)
     assert report["kendall_tau"] > max(trivial["higher_order"], trivial["uniform_lambda"]) + 0.1, report
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["stored"]["trials"] >= 40 and report["stored"]["round"] >= 2  # the guided search's checkpoint

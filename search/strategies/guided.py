@@ -1,18 +1,20 @@
 """Predictor-guided search (S³, Liu et al.): breed many candidates, let the learned predictor rank them,
-truly evaluate only the best few (plus a small share drawn at random for exploration), retrain, repeat.
+truly evaluate only the best (plus a small share drawn at random for exploration), retrain, repeat.
 
 A round serves ``round_size`` proposals. At its start the predictor is fitted from scratch on
-every observation so far (failed trials count as the worst), ``candidates`` children are bred
-from the ``top`` best per NFE exactly as S³'s evolution breeds them, the children already
-measured are dropped, and the round's queue is the predicted best per NFE, interleaved; each
-slot is, with probability ``explore``, a candidate of the pool drawn uniformly instead. The
-first ``initial`` proposals are random schedules (the predictor needs something to learn from).
+every observation so far (failed trials count as the worst). Each of the round's slots (NFE in
+turn) then breeds ``candidates / round_size`` children exactly as S³'s evolution breeds one —
+parents rank-selected among the ``top`` best at that NFE, crossover, mutation — drops those
+already measured or queued, and keeps the child the predictor ranks best (with probability
+``explore``, one of them drawn uniformly instead). Screening per slot keeps the evolution's
+diversity (every slot draws its own parents) while the predictor picks among many mutations.
+The first ``initial`` proposals are random schedules (the predictor needs something to learn from).
 
-The queue is part of the strategy's state, and a fit is a pure function of the observations
-and the strategy's seed, so a resumed search proposes what the uninterrupted one would have.
-Each fit is stored as the ``predictor`` artifact (checkpoint bytes + metadata: the trials it
-learnt from, its training τ, the code version); a resumed search reloads it instead of
-refitting when it was fitted on exactly the observations at hand.
+The round's queue is part of the strategy's state, and a fit is a pure function of the
+observations and the strategy's seed, so a resumed search proposes what the uninterrupted one
+would have. Each fit is stored as the ``predictor`` artifact (checkpoint bytes + metadata: the
+trials it learnt from, its training τ, the code version); a resumed search reloads it instead
+of refitting when it was fitted on exactly the observations at hand.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class PredictorGuided(Strategy):
     artifact_kinds = (PREDICTOR_ARTIFACT,)
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 24, round_size: int = 16,
-                 candidates: int = 1000, explore: float = 0.2, top: int = 15, crossover_rate: float = 0.5,
+                 candidates: int = 128, explore: float = 0.2, top: int = 15, crossover_rate: float = 0.5,
                  epochs: int = 200, kind: str = "pool", hidden: int = 64) -> None:
         super().__init__(space, rng)
         if not 0.0 <= explore <= 1.0:
@@ -129,35 +131,30 @@ class PredictorGuided(Strategy):
         self.rounds += 1
         predictor = self._fit()
         nfes = list(self.space.spec.nfe)
-        measured = {self.space.decode(m.genome).canonical_hash() for m in self.population.members.values()}
-        measured |= {o.schedule.canonical_hash() for o in self.failed.values()}
-        per_nfe: list[list[tuple[float, Genome, dict[str, Any]]]] = []
-        for nfe in nfes:
-            pool: dict[str, tuple[Genome, dict[str, Any], Any]] = {}
-            for _ in range(max(1, self.candidates // len(nfes))):
+        taken = {self.space.decode(m.genome).canonical_hash() for m in self.population.members.values()}
+        taken |= {o.schedule.canonical_hash() for o in self.failed.values()}
+        group = max(1, self.candidates // self.round_size)
+        queue: list[tuple[Genome, dict[str, Any]]] = []
+        for slot in range(self.round_size):
+            nfe = nfes[slot % len(nfes)]
+            children: dict[str, tuple[Genome, dict[str, Any], Any]] = {}
+            for _ in range(group):
                 genome, meta = breed(self.space, self.population, self.rng, nfe, self.top, self.crossover_rate)
                 schedule = self.space.decode(genome)
                 h = schedule.canonical_hash()
-                if h not in measured and h not in pool:
-                    pool[h] = (genome, meta, schedule)
-            entries = list(pool.values())
-            scores = predictor.predict([e[2] for e in entries]) if entries else np.zeros(0)
-            order = np.argsort(scores, kind="stable")
-            ranked = [(float(scores[i]), entries[i][0], entries[i][1]) for i in order]
-            per_nfe.append(ranked)
-        queue: list[tuple[Genome, dict[str, Any]]] = []
-        k = 0
-        while len(queue) < self.round_size and any(per_nfe):
-            ranked = per_nfe[k % len(per_nfe)]
-            k += 1
-            if not ranked:
+                if h not in taken and h not in children:
+                    children[h] = (genome, meta, schedule)
+            if not children:
                 continue
+            entries = list(children.items())
+            scores = predictor.predict([e[1][2] for e in entries])
             if self.rng.random() < self.explore:
-                pick, op = int(self.rng.integers(len(ranked))), "explore"
+                pick, op = int(self.rng.integers(len(entries))), "explore"
             else:
-                pick, op = 0, "guided"
-            score, genome, meta = ranked.pop(pick)
-            queue.append((genome, {**meta, "op": op, "predicted": score, "round": self.rounds}))
+                pick, op = int(np.argmin(scores)), "guided"
+            h, (genome, meta, _) = entries[pick]
+            taken.add(h)
+            queue.append((genome, {**meta, "op": op, "predicted": float(scores[pick]), "round": self.rounds}))
         if not queue:  # every child bred is already measured: fall back to fresh random schedules
             queue = [(self.space.random(self.rng), {"op": "random", "round": self.rounds})]
         self.queue = queue
