@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from schedsearch.predictors.predictor import Predictor
+from schedsearch.search.cli import main
 from schedsearch.solvers import baseline, load_model
 from schedsearch.storage import TrialStore
 
@@ -88,19 +89,21 @@ def test_score_ranks_ones_own_schedules_with_the_stored_predictor(searched, tmp_
     ("[]", "expected a non-empty JSON list of schedules"),
     ('[{"timesteps": [1, 2]}]', "schedule 0"),
 ])
-def test_bad_score_files_are_one_line(searched, tmp_path, content, message):
+def test_bad_score_files_are_one_line(searched, tmp_path, capsys, content, message):
     _, url = searched
     path = tmp_path / "s.json"
     if content is not None:
         path.write_text(content)
     before = Path(url.removeprefix("sqlite:///")).read_bytes()
-    out = run("predictor", "mix", "--db", url, "--score", str(path))
-    assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert main(["predictor", "mix", "--db", url, "--score", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
     assert Path(url.removeprefix("sqlite:///")).read_bytes() == before
 
 
-def test_unknown_search_and_too_few_trials_are_one_line(searched):
+def test_unknown_search_and_too_few_trials_are_one_line(searched, capsys):
     _, url = searched
     for args, message in ((["nope"], "nope"), (["mix", "--folds", "500"], "too few for 500-fold")):
-        out = run("predictor", *args, "--db", url, "--plot", "-")
-        assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert main(["predictor", *args, "--db", url, "--plot", "-"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
