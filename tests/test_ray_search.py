@@ -6,13 +6,15 @@ import os
 import signal
 import time
 
+import pytest
+
 from schedsearch.search.context import SEARCH_NOISE, EvaluationSpec
 from schedsearch.search.engines import Job, LocalEngine
 from schedsearch.search.engines.ray_pool import RayEngine
 from schedsearch.search.loop import SearchProgress, SearchRun
 from schedsearch.solvers import baseline, load_model
 from schedsearch.storage import Stage, TrialState, TrialStore
-from tests.test_search import config, fingerprint
+from tests.test_search import OPTIONS, config, fingerprint
 
 
 def _search(cfg, url, engine):
@@ -23,8 +25,9 @@ def _search(cfg, url, engine):
         store.close()
 
 
-def test_actor_pool_gives_the_same_trials_as_in_process(ray_runtime, tmp_path):
-    cfg = config(budget=28)
+@pytest.mark.parametrize("strategy", ["evolution", "guided"])
+def test_actor_pool_gives_the_same_trials_as_in_process(ray_runtime, tmp_path, strategy):
+    cfg = config(budget=28, strategy={"name": strategy, "options": OPTIONS.get(strategy, {})})
     local = _search(cfg, f"sqlite:///{tmp_path / 'local.db'}", LocalEngine(cfg.evaluation_spec()))
     pool = RayEngine(cfg.evaluation_spec(), num_workers=2)
     try:
@@ -34,6 +37,8 @@ def test_actor_pool_gives_the_same_trials_as_in_process(ray_runtime, tmp_path):
     assert fingerprint(remote.trials) == fingerprint(local.trials)
     workers = {t.worker for t in remote.trials}
     assert len(workers) == 2 and all(w.startswith("ray:") for w in workers)  # both actors measured trials
+    if strategy == "guided":  # the predictor screened proposals on this engine too
+        assert any(t.meta.get("op") == "guided" for t in remote.trials)
 
 
 def test_a_worker_killed_mid_trial_costs_only_that_trial(ray_runtime, tmp_path):
