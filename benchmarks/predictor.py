@@ -32,12 +32,11 @@ import torch
 
 from schedsearch.predictors.evaluation import cross_validate
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
-from schedsearch.search.cli.predictor import _measured
 from schedsearch.search.config import parse_config
 from schedsearch.search.context import HOLDOUT_NOISE, build_context
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
-from schedsearch.search.queries import open_read_only
+from schedsearch.search.queries import measured_schedules, open_read_only
 from schedsearch.search.space import SearchSpace
 from schedsearch.solvers import load_model
 from schedsearch.storage import TrialStore
@@ -68,7 +67,7 @@ def load(url: str) -> tuple[list, np.ndarray]:
     schedules, objectives = [], []
     try:
         for name in SEARCHES:
-            s, o = _measured(store, store.get_search(name))
+            s, o = measured_schedules(store, store.get_search(name))
             schedules += s
             objectives += o
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,21 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def measured_schedules(store: TrialStore, search: SearchRecord) -> tuple[list[Any], list[float]]:
+    """The search's schedules measured on the search noise at its first fidelity (baselines included), with
+    their finite objectives: what a predictor of this search learns from."""
+    from schedsearch.solvers import Schedule
+    from schedsearch.storage import Stage
+
+    from .config import SearchConfig
+
+    level = SearchConfig.model_validate(search.config).fidelity.samples[0]
+    trials = [t for t in store.trials(search, state=TrialState.COMPLETE)
+              if t.stage in (Stage.BASELINE, Stage.SEARCH) and t.fidelity == level and t.objective is not None
+              and math.isfinite(t.objective)]
+    return [Schedule.from_dict(t.schedule) for t in trials], [float(t.objective) for t in trials]
 
 
 def export_best(store: TrialStore, search: SearchRecord, nfe: int | None) -> dict[str, Any]:

@@ -136,17 +136,22 @@ def check_guidance(option: str, scale: float | None, model: Any) -> None:
         raise UserError(f"{option}: {model.name} has no unconditional input (null class) for classifier-free guidance")
 
 
+def read_text(path: str, where: str, not_found: str | None = None) -> str:
+    """A text file's content; a missing or unreadable file is one :class:`UserError` line naming ``where``."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise UserError(not_found or f"{where}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{where}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+
+
 def read_schedule(path: str, option: str | None = None) -> Any:
     """Read a schedule JSON file; errors name the file (and the option it came from)."""
     from schedsearch.solvers import Schedule, ScheduleError
 
     where = f"{option} {path}" if option else f"schedule file {path}"
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise UserError(f"{where}: not found" if option else f"schedule file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{where}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    text = read_text(path, where, not_found=None if option else f"schedule file not found: {path}")
     try:
         return Schedule.from_json(text)
     except ScheduleError as exc:

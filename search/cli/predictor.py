@@ -8,21 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import DB_HELP, UserError, at_least, output_path
-
-
-def _measured(store: Any, search: Any) -> tuple[list[Any], list[float]]:
-    """The search's schedules measured on the search noise at its first fidelity (baselines included)."""
-    from schedsearch.solvers import Schedule
-    from schedsearch.storage import Stage, TrialState
-
-    from ..config import SearchConfig
-
-    level = SearchConfig.model_validate(search.config).fidelity.samples[0]
-    trials = [t for t in store.trials(search, state=TrialState.COMPLETE)
-              if t.stage in (Stage.BASELINE, Stage.SEARCH) and t.fidelity == level and t.objective is not None
-              and t.objective == t.objective]
-    return [Schedule.from_dict(t.schedule) for t in trials], [float(t.objective) for t in trials]
+from .common import DB_HELP, UserError, at_least, output_path, read_text
 
 
 def _predictor_config(args: argparse.Namespace) -> Any:
@@ -46,12 +32,7 @@ def _read_schedules(path: str) -> list[Any]:
     from schedsearch.solvers import Schedule, ScheduleError
 
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"--score {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--score {path}: cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})") \
-            from None
+        data = json.loads(read_text(path, f"--score {path}"))
     except json.JSONDecodeError as exc:
         raise UserError(f"--score {path}: not JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(data, list) or not data:
@@ -69,6 +50,8 @@ def _score(args: argparse.Namespace, store: Any, search: Any, model: Any) -> Non
     import torch
     from schedsearch.predictors.predictor import Predictor
 
+    from ..queries import measured_schedules
+
     schedules = _read_schedules(args.score)
     for i, s in enumerate(schedules):
         try:
@@ -79,7 +62,7 @@ def _score(args: argparse.Namespace, store: Any, search: Any, model: Any) -> Non
     if stored is not None:
         predictor = stored[0]
     else:  # no checkpoint in the store (not a guided search): fit one on every measured schedule
-        train, objectives = _measured(store, search)
+        train, objectives = measured_schedules(store, search)
         if len(train) < 2:
             raise UserError(f"search {search.name!r} has {len(train)} measured schedules; a predictor needs at least 2")
         predictor = Predictor(model.noise_schedule, _predictor_config(args), guidance_scale=_guidance(search),
@@ -123,7 +106,7 @@ def _cmd_predictor(args: argparse.Namespace) -> None:
     from schedsearch.predictors.evaluation import cross_validate
     from schedsearch.solvers import load_model
 
-    from ..queries import database_url, open_read_only
+    from ..queries import database_url, measured_schedules, open_read_only
 
     plot = None if args.plot == "-" else output_path("--plot", args.plot or f"predictor-{args.name}.png", ("png",))
     store = open_read_only(database_url(args.db))
@@ -133,7 +116,7 @@ def _cmd_predictor(args: argparse.Namespace) -> None:
         if args.score is not None:
             _score(args, store, search, model)
             return
-        schedules, objectives = _measured(store, search)
+        schedules, objectives = measured_schedules(store, search)
         try:
             cv = cross_validate(schedules, objectives, model.noise_schedule, _predictor_config(args), args.folds,
                                 args.seed, _guidance(search))

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from schedsearch.predictors.predictor import Predictor, PredictorConfig
+from schedsearch.solvers import Schedule
 
 from ..space import Genome, SearchSpace
 from .base import Observation, Proposal, Strategy
@@ -59,8 +60,8 @@ class PredictorGuided(Strategy):
         self.explore, self.top, self.crossover_rate = explore, top, crossover_rate
         self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs)
         self.seed = int(rng.integers(2**31 - 1))  # the fits' seed: one draw, fixed for the strategy's life
-        self.population = _Population(space)
-        self.failed: dict[int, Observation] = {}
+        self.population = _Population(space)  # the successful observations, as the evolution breeds from them
+        self.measured: dict[int, tuple[Schedule, float | None]] = {}  # every observation: the predictor's data
         self.asked = 0
         self.queue: list[tuple[Genome, dict[str, Any]]] = []
         self.rounds = 0
@@ -87,38 +88,29 @@ class PredictorGuided(Strategy):
 
     def tell(self, observations: Sequence[Observation]) -> None:
         for obs in observations:
-            if obs.number < 0 or obs.number in self.population.seen:
-                continue
-            if obs.objective is None:
-                self.failed[obs.number] = obs
-            self.population.add([obs])
+            if obs.number >= 0 and obs.number not in self.measured:
+                self.measured[obs.number] = (obs.schedule, obs.objective)
+                self.population.add([obs])
 
     # -- a round ---------------------------------------------------------------------------
 
-    def _training_set(self) -> tuple[list[Any], list[float], list[int]]:
-        members = sorted(self.population.members.values(), key=lambda m: m.number)
-        numbers = sorted([m.number for m in members] + list(self.failed))
-        worst = max((m.objective for m in members), default=0.0)
-        by_number: dict[int, tuple[Any, float]] = {m.number: (self.space.decode(m.genome), m.objective)
-                                                   for m in members}
-        for number, obs in self.failed.items():  # a failure ranks below every measured schedule
-            by_number[number] = (obs.schedule, worst + 1.0 + abs(worst))
-        schedules = [by_number[k][0] for k in numbers]
-        return schedules, [by_number[k][1] for k in numbers], numbers
-
     def _fit(self) -> Predictor:
-        schedules, objectives, numbers = self._training_set()
+        """The predictor of every observation so far (a failure ranks below every measured schedule)."""
+        numbers = sorted(self.measured)
         fingerprint = hashlib.sha256(",".join(map(str, numbers)).encode()).hexdigest()[:16]
         if self.predictor is not None and self.fitted_on == fingerprint:
             return self.predictor
-        cfg = self.predictor_config
-        predictor = Predictor(self.space.noise_schedule, cfg, seed=self.seed)
         if self._stored is not None and self._stored[1].get("fitted_on") == fingerprint:
             predictor = Predictor.from_bytes(self._stored[0], self._stored[1]["checkpoint"], self.space.noise_schedule)
             self._stored = None
         else:
-            generator = torch.Generator().manual_seed(self.seed + len(numbers))
-            report = predictor.fit(schedules, objectives, generator)
+            values = [v for _, v in self.measured.values() if v is not None]
+            worst = max(values, default=0.0)
+            objectives = [worst + 1.0 + abs(worst) if self.measured[k][1] is None else float(self.measured[k][1])
+                          for k in numbers]
+            predictor = Predictor(self.space.noise_schedule, self.predictor_config, seed=self.seed)
+            report = predictor.fit([self.measured[k][0] for k in numbers], objectives,
+                                   torch.Generator().manual_seed(self.seed + len(numbers)))
             weights, meta = predictor.to_bytes()
             self._new_checkpoint = (weights, {
                 "checkpoint": meta, "fitted_on": fingerprint, "trials": numbers,
@@ -131,8 +123,7 @@ class PredictorGuided(Strategy):
         self.rounds += 1
         predictor = self._fit()
         nfes = list(self.space.spec.nfe)
-        taken = {self.space.decode(m.genome).canonical_hash() for m in self.population.members.values()}
-        taken |= {o.schedule.canonical_hash() for o in self.failed.values()}
+        taken = {schedule.canonical_hash() for schedule, _ in self.measured.values()}
         group = max(1, self.candidates // self.round_size)
         queue: list[tuple[Genome, dict[str, Any]]] = []
         for slot in range(self.round_size):
