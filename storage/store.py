@@ -4,19 +4,28 @@ One SQLAlchemy implementation serves SQLite (a file; WAL, busy timeout, foreign 
 write transactions taken with ``BEGIN IMMEDIATE`` so concurrent writers queue instead of
 failing) and PostgreSQL (by URL). Every write is one transaction: a crash leaves a
 trial either fully recorded or absent.
+
+Once open, a store rides out transient database faults — the server restarted, a connection
+dropped, a lock held too long — by running the whole transaction again with backoff, for up
+to ``retry_for`` seconds, saying so in one line when the outage starts and when it ends. Every
+write is safe to run twice: updates are idempotent, and an insert whose commit may have
+landed before the connection broke checks for its own rows before inserting again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, case, create_engine, event, func, inspect, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import migrate
@@ -24,6 +33,12 @@ from .models import ArtifactRow, BestScheduleRow, PredictorCheckpointRow, Search
 from .records import NewTrial, PredictorCheckpoint, SearchRecord, Stage, TrialRecord, TrialState
 
 DEFAULT_DB = "sqlite:///schedsearch.db"
+DEFAULT_RETRY_SECONDS = 300.0
+T = TypeVar("T")
+
+# PostgreSQL error classes worth a retry: connection exceptions, the server shutting down or
+# starting up, too many connections, serialization failures and deadlocks.
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
 
 
 class StoreError(Exception):
@@ -55,18 +70,92 @@ def _sqlite_engine(url: str, read_only: bool) -> Engine:
     return engine
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether a database error is worth running the transaction again (the database may come back)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code:
+        return str(code).startswith(_TRANSIENT_SQLSTATES)
+    message = str(orig).lower()
+    if type(orig).__module__.startswith("sqlite3"):
+        return "locked" in message or "busy" in message
+    return True  # a driver-level OperationalError without a SQL state: the connection itself failed
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _retrying(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a store method again, with backoff, while the database has a transient fault."""
+
+    @functools.wraps(method)
+    def wrapper(self: TrialStore, *args: Any, **kwargs: Any) -> T:
+        return self._retry(lambda attempt: method(self, *args, **kwargs))
+
+    return wrapper
+
+
 class TrialStore:
     """Searches, trials, best schedules and predictor checkpoints in one SQL database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, retry_for: float = DEFAULT_RETRY_SECONDS,
+                 warn: Callable[[str], None] = _stderr, sleep: Callable[[float], None] = time.sleep) -> None:
         self.engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
+        self.retry_for = retry_for
+        self.warn = warn
+        self._sleep = sleep
+
+    def _retry(self, body: Callable[[int], T]) -> T:
+        """``body(attempt)`` until it returns, or a non-transient error, or ``retry_for`` seconds of faults.
+
+        ``attempt`` counts from 0, so a write can tell that an earlier run may have committed.
+        """
+        attempt, since, delay = 0, None, 0.25
+        while True:
+            try:
+                result = body(attempt)
+            except DBAPIError as exc:
+                if not transient(exc):
+                    raise
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    self.warn(f"schedsearch: warning: database {self.engine.url!r} unavailable ({_reason(exc)}); "
+                              f"retrying for up to {self.retry_for:.0f} s")
+                elif now - since >= self.retry_for:
+                    raise StoreError(f"database {self.engine.url!r} unavailable for {now - since:.0f} s: "
+                                     f"{_reason(exc)}") from None
+                self._sleep(min(delay, max(0.0, since + self.retry_for - now)))
+                delay = min(delay * 2, 5.0)
+                attempt += 1
+                continue
+            if since is not None:
+                self.warn(f"schedsearch: database {self.engine.url!r} back after {time.monotonic() - since:.0f} s; "
+                          "continuing")
+            return result
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str = DEFAULT_DB, *, create: bool = True, read_only: bool = False) -> TrialStore:
-        """Open (and with ``create`` initialise) the store at ``url``; one clear error otherwise."""
+    def open(cls, url: str = DEFAULT_DB, *, create: bool = True, read_only: bool = False,
+             retry_for: float = DEFAULT_RETRY_SECONDS, warn: Callable[[str], None] = _stderr) -> TrialStore:
+        """Open (and with ``create`` initialise) the store at ``url``; one clear error otherwise.
+
+        Opening does not wait for an unreachable database (the URL may simply be wrong); once
+        open, transient faults are retried for ``retry_for`` seconds (``warn`` hears of them)."""
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
             if not path.exists() and not create:
@@ -86,7 +175,7 @@ class TrialStore:
         except StoreError:
             engine.dispose()
             raise
-        return cls(engine)
+        return cls(engine, retry_for=retry_for, warn=warn)
 
     @property
     def url(self) -> str:
@@ -104,15 +193,25 @@ class TrialStore:
     # -- searches --------------------------------------------------------------------------
 
     def create_search(self, name: str, config: Mapping[str, Any], model_ref: str, objective: str) -> SearchRecord:
-        try:
-            with self._tx() as s:
-                row = SearchRow(name=name, config=dict(config), model_ref=model_ref, objective=objective)
-                s.add(row)
-                s.flush()
-                return _search(row)
-        except IntegrityError:
-            raise StoreError(f"a search named {name!r} already exists") from None
+        def once(attempt: int) -> SearchRecord:
+            try:
+                with self._tx() as s:
+                    row = SearchRow(name=name, config=dict(config), model_ref=model_ref, objective=objective)
+                    s.add(row)
+                    s.flush()
+                    return _search(row)
+            except IntegrityError:
+                if attempt:  # an earlier attempt's commit may have landed before its connection broke
+                    with self._tx() as s:
+                        row = s.scalar(select(SearchRow).where(SearchRow.name == name))
+                        if row is not None and row.config == dict(config) and not s.scalar(
+                                select(func.count()).select_from(TrialRow).where(TrialRow.search_id == row.id)):
+                            return _search(row)
+                raise StoreError(f"a search named {name!r} already exists") from None
 
+        return self._retry(once)
+
+    @_retrying
     def get_search(self, name: str) -> SearchRecord:
         with self._tx() as s:
             row = s.scalar(select(SearchRow).where(SearchRow.name == name))
@@ -120,10 +219,12 @@ class TrialStore:
                 raise StoreError(f"no search named {name!r}")
             return _search(row)
 
+    @_retrying
     def list_searches(self) -> list[SearchRecord]:
         with self._tx() as s:
             return [_search(r) for r in s.scalars(select(SearchRow).order_by(SearchRow.id))]
 
+    @_retrying
     def update_config(self, search: SearchRecord, config: Mapping[str, Any]) -> SearchRecord:
         """Replace a search's stored config (e.g. a larger budget on resume)."""
         with self._tx() as s:
@@ -134,6 +235,7 @@ class TrialStore:
             s.flush()
             return _search(row)
 
+    @_retrying
     def set_status(self, search: SearchRecord, status: str) -> None:
         with self._tx() as s:
             s.execute(update(SearchRow).where(SearchRow.id == search.id).values(status=status, updated_at=_now()))
@@ -164,12 +266,18 @@ class TrialStore:
                    artifacts: Mapping[str, tuple[bytes, Mapping[str, Any]]] | None = None) -> list[TrialRecord]:
         """Enqueue trials with consecutive numbers — and store ``artifacts`` (kind → (data, meta)) — in one
         transaction (a strategy's state is saved with the trials it asked for)."""
-        with self._tx() as s:
-            rows = self._insert(s, search, trials, TrialState(state), worker)
-            for kind, (data, meta) in (artifacts or {}).items():
-                _put_artifact(s, search, kind, data, meta)
-            return [_trial(r) for r in rows]
+        def once(attempt: int) -> list[TrialRecord]:
+            with self._tx() as s:
+                if attempt and (landed := _landed(s, search, trials)) is not None:
+                    return landed
+                rows = self._insert(s, search, trials, TrialState(state), worker)
+                for kind, (data, meta) in (artifacts or {}).items():
+                    _put_artifact(s, search, kind, data, meta)
+                return [_trial(r) for r in rows]
 
+        return self._retry(once)
+
+    @_retrying
     def start_trials(self, search: SearchRecord, numbers: Sequence[int], worker: str | None) -> None:
         """Queued trials become running (taken by ``worker``)."""
         if not numbers:
@@ -179,6 +287,7 @@ class TrialStore:
                                              TrialRow.state == TrialState.QUEUED.value)
                       .values(state=TrialState.RUNNING.value, worker=worker, started_at=_now()))
 
+    @_retrying
     def requeue(self, search: SearchRecord) -> int:
         """Running and interrupted trials (their driver died or stopped) go back to the queue."""
         with self._tx() as s:
@@ -188,6 +297,7 @@ class TrialStore:
             ).values(state=TrialState.QUEUED.value, worker=None, started_at=None))
             return int(result.rowcount or 0)
 
+    @_retrying
     def claim_trial(self, search: SearchRecord, worker: str) -> TrialRecord | None:
         """Atomically move the oldest queued trial to running (None when the queue is empty)."""
         with self._tx() as s:
@@ -202,6 +312,7 @@ class TrialStore:
             s.flush()
             return _trial(row)
 
+    @_retrying
     def finish_trial(self, trial: TrialRecord, state: TrialState, metrics: Mapping[str, Any] | None = None,
                      objective: float | None = None, error: str | None = None,
                      seconds: float | None = None, worker: str | None = None) -> TrialRecord:
@@ -223,13 +334,19 @@ class TrialStore:
                       results: Sequence[tuple[NewTrial, Mapping[str, Any], float | None, str | None]],
                       worker: str | None = None) -> list[TrialRecord]:
         """Add finished trials (trial, metrics, objective, error) in one transaction: all or none."""
-        with self._tx() as s:
-            rows = self._insert(s, search, [r[0] for r in results], TrialState.RUNNING, worker)
-            for row, (_, metrics, objective, error) in zip(rows, results):
-                state = TrialState.FAILED if error else TrialState.COMPLETE
-                _finish(s, row, state, metrics, objective, error, None)
-            return [_trial(r) for r in rows]
+        def once(attempt: int) -> list[TrialRecord]:
+            with self._tx() as s:
+                if attempt and (landed := _landed(s, search, [r[0] for r in results])) is not None:
+                    return landed
+                rows = self._insert(s, search, [r[0] for r in results], TrialState.RUNNING, worker)
+                for row, (_, metrics, objective, error) in zip(rows, results):
+                    state = TrialState.FAILED if error else TrialState.COMPLETE
+                    _finish(s, row, state, metrics, objective, error, None)
+                return [_trial(r) for r in rows]
 
+        return self._retry(once)
+
+    @_retrying
     def mark_stale_running(self, search: SearchRecord) -> int:
         """Running trials of a search that was killed become interrupted (to be re-queued)."""
         with self._tx() as s:
@@ -238,6 +355,7 @@ class TrialStore:
             ).values(state=TrialState.INTERRUPTED.value))
             return int(result.rowcount or 0)
 
+    @_retrying
     def trials(self, search: SearchRecord, state: TrialState | None = None, nfe: int | None = None,
                stage: Stage | None = None, since: int | None = None) -> list[TrialRecord]:
         """Trials in number order, optionally of one state, NFE, stage, or numbered ``since`` and above."""
@@ -253,6 +371,7 @@ class TrialStore:
                 query = query.where(TrialRow.number >= since)
             return [_trial(r) for r in s.scalars(query.order_by(TrialRow.number))]
 
+    @_retrying
     def count_trials(self, search: SearchRecord) -> dict[TrialState, int]:
         """How many trials of the search are in each state (one grouped query)."""
         with self._tx() as s:
@@ -262,6 +381,7 @@ class TrialStore:
             counts.update({TrialState(state): int(n) for state, n in rows})
             return counts
 
+    @_retrying
     def best(self, search: SearchRecord, k: int = 1, nfe: int | None = None, stage: Stage | None = None,
              fidelity: int | None = None) -> list[TrialRecord]:
         """The k best complete trials (optionally of one NFE, stage or fidelity).
@@ -284,6 +404,7 @@ class TrialStore:
                      func.coalesce(TrialRow.fidelity, 0).desc(), TrialRow.objective, TrialRow.number)
             return [_trial(r) for r in s.scalars(query.order_by(*order).limit(k))]
 
+    @_retrying
     def best_per_nfe(self, search: SearchRecord) -> dict[int, TrialRecord]:
         with self._tx() as s:
             rows = s.execute(select(BestScheduleRow.nfe, TrialRow).join(
@@ -292,11 +413,13 @@ class TrialStore:
 
     # -- artifacts (fixed noise sets, reference-statistics metadata) ----------------------------
 
+    @_retrying
     def put_artifact(self, search: SearchRecord, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
         """Store (or replace) the search's artifact of this kind."""
         with self._tx() as s:
             _put_artifact(s, search, kind, data, meta)
 
+    @_retrying
     def get_artifact(self, search: SearchRecord, kind: str) -> tuple[bytes, dict[str, Any]] | None:
         with self._tx() as s:
             row = s.scalar(select(ArtifactRow).where(ArtifactRow.search_id == search.id, ArtifactRow.kind == kind))
@@ -304,6 +427,7 @@ class TrialStore:
 
     # -- predictor checkpoints ---------------------------------------------------------------
 
+    @_retrying
     def save_predictor(self, search: SearchRecord, weights: bytes, meta: Mapping[str, Any]) -> PredictorCheckpoint:
         with self._tx() as s:
             row = PredictorCheckpointRow(search_id=search.id, weights=weights, meta=dict(meta))
@@ -311,11 +435,27 @@ class TrialStore:
             s.flush()
             return _checkpoint(row)
 
+    @_retrying
     def latest_predictor(self, search: SearchRecord) -> PredictorCheckpoint | None:
         with self._tx() as s:
             row = s.scalar(select(PredictorCheckpointRow).where(PredictorCheckpointRow.search_id == search.id)
                            .order_by(PredictorCheckpointRow.id.desc()).limit(1))
             return None if row is None else _checkpoint(row)
+
+
+def _landed(s: Session, search: SearchRecord, trials: Sequence[NewTrial]) -> list[TrialRecord] | None:
+    """The search's last ``len(trials)`` trials if they are exactly this batch (an earlier attempt
+    committed it before its connection broke), else None. A batch never legitimately repeats the
+    one before it: the loop measures a schedule once per fidelity, noise and stage."""
+    if not trials:
+        return None
+    rows = list(s.scalars(select(TrialRow).where(TrialRow.search_id == search.id)
+                          .order_by(TrialRow.number.desc()).limit(len(trials))))[::-1]
+    same = len(rows) == len(trials) and all(
+        (r.schedule_hash, r.nfe, r.fidelity, r.stage, r.meta or {}) ==
+        (t.schedule_hash, t.nfe, t.fidelity, Stage(t.stage).value, _json_safe(dict(t.meta)) or {})
+        for r, t in zip(rows, trials))
+    return [_trial(r) for r in rows] if same else None
 
 
 def _put_artifact(s: Session, search: SearchRecord, kind: str, data: bytes, meta: Mapping[str, Any]) -> None:
