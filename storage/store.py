@@ -117,6 +117,7 @@ class TrialStore:
         self.retry_for = retry_for
         self.warn = warn
         self._sleep = sleep
+        self._clock = time.monotonic
 
     def _retry(self, body: Callable[[int], T]) -> T:
         """``body(attempt)`` until it returns, or a non-transient error, or ``retry_for`` seconds of faults.
@@ -130,7 +131,7 @@ class TrialStore:
             except DBAPIError as exc:
                 if not transient(exc):
                     raise
-                now = time.monotonic()
+                now = self._clock()
                 if since is None:
                     since = now
                     self.warn(f"schedsearch: warning: database {self.engine.url!r} unavailable ({_reason(exc)}); "
@@ -143,7 +144,7 @@ class TrialStore:
                 attempt += 1
                 continue
             if since is not None:
-                self.warn(f"schedsearch: database {self.engine.url!r} back after {time.monotonic() - since:.0f} s; "
+                self.warn(f"schedsearch: database {self.engine.url!r} back after {self._clock() - since:.0f} s; "
                           "continuing")
             return result
 

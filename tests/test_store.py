@@ -217,3 +217,66 @@ def test_artifacts_round_trip(store):
     store.put_artifact(search, "noise_set", b"\x00\x01" * 1000, {"seed": 3, "n": 2000})
     store.put_artifact(search, "noise_set", b"\x02", {"seed": 4})
     assert store.get_artifact(search, "noise_set") == (b"\x02", {"seed": 4})
+
+
+def _lost_ack(store, times: int = 1):
+    """Make the next ``times`` transactions commit and then report a dropped connection, as a server
+    that dies between committing and answering does."""
+    from contextlib import contextmanager
+
+    real = store._tx
+    left = {"n": times}
+
+    @contextmanager
+    def tx():
+        with real() as s:
+            yield s
+        if left["n"]:
+            left["n"] -= 1
+            raise sa.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
+
+    store._tx = tx
+    return left
+
+
+def test_writes_retried_after_a_lost_commit_acknowledgement_are_not_doubled(store_url, monkeypatch):
+    lines: list[str] = []
+    store = TrialStore.open(store_url, warn=lines.append)
+    store._sleep = lambda s: None
+    _lost_ack(store)
+    search = store.create_search("s", {"a": 1}, "m", "fid")  # landed, then retried: the same search
+    _lost_ack(store)
+    first = store.add_trials(search, [_trial(i) for i in range(3)])
+    _lost_ack(store)
+    recorded = store.record_trials(search, [(_trial(9), {"fid": 1.0}, 1.0, None)])
+    _lost_ack(store)
+    store.finish_trial(first[0], TrialState.COMPLETE, {"fid": 2.0}, 2.0)
+    trials = store.trials(search)
+    assert [t.number for t in trials] == [0, 1, 2, 3] and [t.number for t in first] == [0, 1, 2]
+    assert recorded[0].number == 3 and trials[0].objective == 2.0
+    assert len(lines) == 8 and "retrying" in lines[0] and "back after" in lines[1], lines
+    store.close()
+
+
+def test_a_database_that_stays_away_ends_in_one_store_error(tmp_path):
+    store = TrialStore.open(f"sqlite:///{tmp_path / 'a.db'}", retry_for=2.0, warn=lambda line: None)
+    search = store.create_search("s", {}, "m", "fid")
+    slept = []
+    store._sleep = slept.append
+    _lost_ack(store, times=10**6)
+    clock = iter(range(0, 10**6))
+    store._clock = lambda: float(next(clock))
+    with pytest.raises(StoreError, match="unavailable for"):
+        store.set_status(search, "running")
+    assert slept and max(slept) <= 2.0
+    store.close()
+
+
+def test_only_transient_errors_are_retried():
+    from schedsearch.storage.store import transient
+
+    locked = sa.exc.OperationalError("x", {}, sqlite3.OperationalError("database is locked"))
+    missing = sa.exc.OperationalError("x", {}, sqlite3.OperationalError("no such table: ss_trials"))
+    unique = sa.exc.IntegrityError("x", {}, sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert transient(locked) and not transient(missing) and not transient(unique)
+    assert not transient(ValueError("x"))
