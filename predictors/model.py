@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from .encoding import GLOBAL_FEATURES, STEP_FEATURES, EncodedBatch
-
-KINDS = ("pool", "lstm")
+from .kinds import KINDS
 
 
 class ScheduleScorer(nn.Module):

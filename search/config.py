@@ -148,6 +148,7 @@ class EngineConfig(_Model):
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     ray_address: str | None = None
+    rescan_s: float = Field(5.0, gt=0, description="how often a pool without num_workers recounts the cluster")
     threads: int | None = Field(None, ge=1, description="torch threads per worker")
     device: str | None = None
 

@@ -30,7 +30,7 @@ from schedsearch.storage import NewTrial, SearchRecord, Stage, StoreError, Trial
 
 from .config import SearchConfig
 from .context import HOLDOUT_NOISE, SEARCH_NOISE
-from .engines import Engine, Job
+from .engines import Engine, EngineLost, Job
 from .fidelity import SEARCH_STAGES, level_results, promotions, top_schedules
 from .space import SearchSpace
 from .strategies import Observation, Strategy, make_strategy
@@ -131,8 +131,9 @@ class SearchRun:
                 floor = self._validate()
                 self.store.set_status(self.search, "complete")
                 return SearchOutcome(self.store.get_search(self.search.name), self._sorted(), self.objective, floor)
-            except KeyboardInterrupt:
-                self.engine.cancel()
+            except (KeyboardInterrupt, EngineLost) as exc:
+                if isinstance(exc, KeyboardInterrupt):
+                    self.engine.cancel()
                 self.store.mark_stale_running(self.search)
                 self.store.set_status(self.search, "interrupted")
                 raise

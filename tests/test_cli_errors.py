@@ -258,3 +258,12 @@ def test_select_trials_refuses_a_negative_top(store_url):
     with pytest.raises(StoreError, match="--top: -1 trials asked"):
         select_trials(store, search, -1, None, None)
     store.close()
+
+
+def test_every_user_error_class_is_where_the_cli_looks_for_it():
+    import importlib
+
+    from schedsearch.search.cli import _USER_ERRORS
+
+    for module, name in _USER_ERRORS:
+        assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)

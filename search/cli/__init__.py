@@ -50,19 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# The errors that carry a message meant for the user, by module (an error of a module that was never
+# imported cannot have been raised, so describing one never imports torch just to compare classes).
+_USER_ERRORS = (
+    ("schedsearch.solvers.errors", "SolverError"), ("schedsearch.storage.store", "StoreError"),
+    ("schedsearch.search.config", "ConfigError"), ("schedsearch.search.engines.base", "EngineLost"),
+    ("schedsearch.search.loop", "SearchError"), ("schedsearch.search.metrics.fidelity", "ExtractorError"),
+    ("schedsearch.search.metrics.reference_data", "ReferenceDataError"), ("schedsearch.search.space", "SpaceError"),
+    ("schedsearch.search.strategies.base", "StateError"),
+)
+
+
 def _describe(exc: Exception) -> str:
-    from schedsearch.solvers import SolverError
-    from schedsearch.storage import StoreError
-
-    from ..config import ConfigError
-    from ..loop import SearchError
-    from ..metrics.fidelity import ExtractorError
-    from ..metrics.reference_data import ReferenceDataError
-    from ..space import SpaceError
-    from ..strategies.base import StateError
-
-    known = (UserError, SolverError, StoreError, ExtractorError, ReferenceDataError, ConfigError, SearchError,
-             SpaceError, StateError)
+    known: tuple[type, ...] = (UserError,) + tuple(
+        getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules)
     if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, OSError):

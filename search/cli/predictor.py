@@ -169,7 +169,7 @@ def _render(out: dict[str, Any]) -> str:
 
 
 def register(sub: Any) -> None:
-    from schedsearch.predictors.model import KINDS
+    from schedsearch.predictors.kinds import KINDS
 
     p = sub.add_parser("predictor", help="held-out ranking quality of a learned predictor on a search's trials",
                        description="Fit the schedule predictor on a search's measured trials with k-fold "

@@ -70,7 +70,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _run(config: Any, quiet: bool) -> None:
     from schedsearch.storage import TrialStore
 
-    from ..engines import make_engine
+    from ..engines import EngineLost, make_engine
     from ..loop import SearchRun
     from ..queries import database_url
 
@@ -93,6 +93,11 @@ def _run(config: Any, quiet: bool) -> None:
                 print(f"schedsearch: interrupted; resume with: schedsearch resume {config.name} --db {url}",
                       file=sys.stderr)
                 raise SystemExit(EXIT_INTERRUPTED) from None
+            except EngineLost as exc:
+                progress.close()
+                print(f"schedsearch: error: {exc}; nothing completed is lost — resume with: schedsearch resume "
+                      f"{config.name} --db {url} [--ray-address ADDRESS]", file=sys.stderr)
+                raise SystemExit(1) from None
         finally:
             engine.close()
         _present(store, outcome.search, config, outcome.trials, outcome.objective, outcome.floor, run.model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Engine, Job, JobResult
+from .base import Engine, EngineLost, Job, JobResult
 from .local import LocalEngine
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ def make_engine(config: SearchConfig) -> Engine:
     from .ray_pool import RayEngine
 
     return RayEngine(spec, num_workers=e.num_workers, num_cpus=e.num_cpus, num_gpus=e.num_gpus,
-                     address=e.ray_address)
+                     address=e.ray_address, rescan_s=e.rescan_s)
 
 
-__all__ = ["Engine", "Job", "JobResult", "LocalEngine", "make_engine"]
+__all__ = ["Engine", "EngineLost", "Job", "JobResult", "LocalEngine", "make_engine"]

@@ -17,6 +17,10 @@ from ..context import SEARCH_NOISE
 from ..evaluator import EvalResult
 
 
+class EngineLost(RuntimeError):
+    """The engine cannot go on (e.g. its cluster went away); the search stops resumably."""
+
+
 @dataclass(frozen=True)
 class Job:
     """Evaluate ``schedule`` (schedule JSON) with ``num_samples`` draws of the ``noise`` set."""
