@@ -149,6 +149,8 @@ class EngineConfig(_Model):
     num_gpus: float = Field(0.0, ge=0)
     ray_address: str | None = None
     rescan_s: float = Field(5.0, gt=0, description="how often a pool without num_workers recounts the cluster")
+    head_timeout_s: float = Field(10.0, gt=0, description="how long the Ray head may not answer before the search "
+                                                          "stops (resumably)")
     threads: int | None = Field(None, ge=1, description="torch threads per worker")
     device: str | None = None
 

@@ -20,11 +20,11 @@ from schedsearch.storage import TrialStore
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 BASE = {
-    "model": "builtin:gmm-8d", "nfe": 4, "budget": 40, "seed": 0,
+    "model": "builtin:gmm-8d", "nfe": 4, "budget": 24, "seed": 0,
     "strategy": {"name": "evolution", "batch_size": 2},
     "baselines": {"solvers": ["dpmpp_2m", "unipc_bh2", "ipndm"], "grids": ["uniform_lambda"]},
-    "fidelity": {"samples": [1000]},
-    "validation": {"top_k": 1, "baselines": 1, "samples": 1000, "seed": 1},
+    "fidelity": {"samples": [800]},
+    "validation": {"top_k": 1, "baselines": 1, "samples": 800, "seed": 1},
     "metrics": {"cache_dir": None, "reference_steps": 40},
     "engine": {"threads": 1},
 }

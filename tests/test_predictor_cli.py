@@ -46,12 +46,11 @@ def searched(tmp_path_factory):
     return folder, url
 
 
-def test_held_out_tau_beats_trivial_rankers_and_is_plotted(searched):
+def test_held_out_tau_beats_trivial_rankers_and_is_plotted(searched, capsys):
     folder, url = searched
     plot = folder / "scatter.png"
-    out = run("predictor", "mix", "--db", url, "--format", "json", "--plot", str(plot), "--epochs", "150")
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
+    assert main(["predictor", "mix", "--db", url, "--format", "json", "--plot", str(plot), "--epochs", "150"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["trials"] >= 180 and report["folds"] == 5
     assert set(report["kendall_tau_per_nfe"]) == {"4", "6"}
     trivial = report["trivial_rankers"]
@@ -60,12 +59,12 @@ def test_held_out_tau_beats_trivial_rankers_and_is_plotted(searched):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["stored"]["trials"] >= 40 and report["stored"]["round"] >= 2  # the guided search's checkpoint
 
-    text = run("predictor", "mix", "--db", url, "--plot", "-", "--epochs", "20")
-    assert text.returncode == 0, text.stderr
-    assert "held-out Kendall τ" in text.stdout and "higher-order" in text.stdout and "uniform-λ" in text.stdout
+    assert main(["predictor", "mix", "--db", url, "--plot", "-", "--epochs", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "held-out Kendall τ" in text and "higher-order" in text and "uniform-λ" in text
 
 
-def test_score_ranks_ones_own_schedules_with_the_stored_predictor(searched, tmp_path):
+def test_score_ranks_ones_own_schedules_with_the_stored_predictor(searched, tmp_path, capsys):
     _, url = searched
     model = load_model("builtin:gmm-8d")
     schedules = [baseline(name, 4, model) for name in ("dpmpp_2m", "ipndm", "unipc_bh2")]
@@ -78,8 +77,9 @@ def test_score_ranks_ones_own_schedules_with_the_stored_predictor(searched, tmp_
     store.close()
     stored = Predictor.from_bytes(data, meta["checkpoint"], model.noise_schedule)
     assert np.allclose(scores, stored.predict(schedules), atol=1e-6)
-    refit = run("predictor", "mix", "--db", url, "--score", str(tmp_path / "mine.json"), "--refit", "--epochs", "20")
-    assert refit.returncode == 0 and len(json.loads(refit.stdout)) == 3
+    assert main(["predictor", "mix", "--db", url, "--score", str(tmp_path / "mine.json"), "--refit",
+                 "--epochs", "20"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -42,14 +42,14 @@ def test_actor_pool_gives_the_same_trials_as_in_process(ray_runtime, tmp_path, s
 
 
 def test_a_worker_killed_mid_trial_costs_only_that_trial(ray_runtime, tmp_path):
-    spec = EvaluationSpec(model="builtin:digits", search_samples=500, holdout_samples=50, cache_dir=str(tmp_path))
-    model = load_model("builtin:digits", device="cpu")
-    slow = baseline("unipc_bh2", 30, model).to_dict()  # seconds per evaluation on a CPU
+    spec = EvaluationSpec(model="builtin:gmm-8d", search_samples=8000, holdout_samples=100, reference_steps=40)
+    model = load_model("builtin:gmm-8d")
+    slow = baseline("unipc_bh2", 30, model).to_dict()  # about 2 s per evaluation on a CPU (the exact MMD)
     pool = RayEngine(spec, num_workers=2)
     try:
         pids = pool.worker_pids()
         for n in range(3):
-            pool.submit(Job(n, slow, 500, SEARCH_NOISE))
+            pool.submit(Job(n, slow, 8000, SEARCH_NOISE))
         time.sleep(1.0)
         os.kill(pids[0], signal.SIGKILL)  # its job is in flight
         results = {}

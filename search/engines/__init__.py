@@ -20,7 +20,8 @@ def make_engine(config: SearchConfig) -> Engine:
     from .ray_pool import RayEngine
 
     return RayEngine(spec, num_workers=e.num_workers, num_cpus=e.num_cpus, num_gpus=e.num_gpus,
-                     address=e.ray_address, rescan_s=e.rescan_s)
+                     address=e.ray_address, rescan_s=e.rescan_s,
+                     lost_after_s=e.head_timeout_s)
 
 
 __all__ = ["Engine", "EngineLost", "Job", "JobResult", "LocalEngine", "make_engine"]

@@ -95,6 +95,7 @@ class RayEngine(Engine):
         host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
         self.head = (host, int(port))
         self.unreachable_since: float | None = None
+        self.lost = False  # the cluster went away: nothing left to kill or shut down
         self.options = dict(num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy="SPREAD")
         self.fixed = num_workers
         self.rescan_s = rescan_s
@@ -225,6 +226,7 @@ class RayEngine(Engine):
             if self.unreachable_since is None:
                 self.unreachable_since = now
             if now - self.unreachable_since >= self.lost_after_s:
+                self.lost = True
                 raise ClusterLost(f"lost the Ray cluster: its head {self.head[0]}:{self.head[1]} has not answered "
                                   f"for {now - self.unreachable_since:.0f} s") from None
             return False
@@ -347,6 +349,8 @@ class RayEngine(Engine):
         return f"Ray actor pool ({size} on {len(nodes)} node{'s' if len(nodes) != 1 else ''})"
 
     def close(self) -> None:
+        if self.lost:
+            return
         for slot in self.slots:
             self._kill(slot)
         if self.started_ray:
