@@ -12,6 +12,8 @@ Rows:
 - ``ray tune``: a Tune class trainable that builds the same context in ``setup`` and
   evaluates once per trial, ``reuse_actors=True`` (its best case: no actor start per trial),
   one trial at a time — what a per-trial Tune engine would pay.
+- ``tune engine (16/batch)``: :class:`TuneEngine` as the loop drives it — 16 jobs submitted, one
+  Tune experiment run over them (ASHA off, so every job runs to the end), one worker.
 - ``search loop (sqlite)``: the whole :class:`SearchRun` in-process — strategy ask/tell,
   every store transaction on a SQLite file — minus the evaluations; what the loop costs per
   trial on top of the engine.
@@ -88,6 +90,18 @@ def run_tune(spec: EvaluationSpec, work: list[Job], workdir: Path) -> tuple[floa
     return wall / len(work), statistics.mean(evals)
 
 
+def run_batches(engine: Any, work: list[Job], size: int) -> tuple[float, float]:
+    """As :func:`run_engine`, but ``size`` jobs submitted at once, then waited for (as the loop does)."""
+    start = time.perf_counter()
+    evals = []
+    for i in range(0, len(work), size):
+        for job in work[i:i + size]:
+            engine.submit(job)
+        while engine.pending:
+            evals += [r.result.seconds for r in engine.wait()]
+    return (time.perf_counter() - start) / len(work), statistics.mean(evals)
+
+
 def run_loop(samples: int, trials: int, workdir: Path) -> tuple[float, float]:
     config = parse_config({
         "name": "overhead", "model": "builtin:gmm-8d", "nfe": 5, "budget": trials, "seed": 0,
@@ -149,6 +163,11 @@ def main() -> None:
             tune_work = work[: args.tune_trials]
             wall, ev = run_tune(spec, tune_work, Path(tmp))
             rows.append(("ray tune", len(tune_work), wall, ev))
+            from schedsearch.search.engines.tune import TuneEngine
+
+            engine = TuneEngine(spec, num_workers=1, levels=1)
+            wall, ev = run_batches(engine, tune_work, 16)
+            rows.append(("tune engine (16/batch)", len(tune_work), wall, ev))
         finally:
             ray.shutdown()
         wall, ev = run_loop(args.samples, args.trials, Path(tmp))

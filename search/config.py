@@ -143,7 +143,7 @@ class MetricsConfig(_Model):
 
 
 class EngineConfig(_Model):
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal["local", "ray", "tune"] = "local"
     num_workers: int | None = Field(None, ge=1)
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
@@ -151,6 +151,9 @@ class EngineConfig(_Model):
     rescan_s: float = Field(5.0, gt=0, description="how often a pool without num_workers recounts the cluster")
     head_timeout_s: float = Field(10.0, gt=0, description="how long the Ray head may not answer before the search "
                                                           "stops (resumably)")
+    asha_eta: int = Field(3, ge=2, description="tune: ASHA's reduction factor")
+    asha_levels: int = Field(3, ge=1, description="tune: rungs per evaluation (1: no early stopping)")
+    max_failures: int = Field(3, ge=0, description="tune: retries of a trial whose worker died")
     threads: int | None = Field(None, ge=1, description="torch threads per worker")
     device: str | None = None
 

@@ -8,6 +8,7 @@ metrics from an :class:`EvaluationSpec`, keeps them, and evaluates jobs by trial
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,17 @@ class EvaluationContext:
             except ValueError as exc:
                 return EvalResult({}, None, num_samples, 0.0, f"illegal schedule: {exc}")
         return self.evaluators[noise].evaluate(schedule, num_samples)
+
+    def evaluate_progressive(self, schedule: Schedule | dict[str, Any], rungs: Sequence[int],
+                             noise: str = SEARCH_NOISE) -> Iterator[EvalResult]:
+        """Results at the growing sample counts ``rungs`` (see :meth:`SampleEvaluator.evaluate_progressive`)."""
+        if not isinstance(schedule, Schedule):
+            try:
+                schedule = Schedule.from_dict(schedule)
+            except ValueError as exc:
+                yield EvalResult({}, None, rungs[0], 0.0, f"illegal schedule: {exc}")
+                return
+        yield from self.evaluators[noise].evaluate_progressive(schedule, rungs)
 
     def info(self) -> dict[str, Any]:
         """The objective, every metric name and the noise sets' content hashes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -78,6 +78,35 @@ class SampleEvaluator(Evaluator):
             samples = sample_batched(self.model, schedule, noises, self.guidance_scale, self.batch_size)
         except SolverError as exc:
             return EvalResult({}, None, n, time.perf_counter() - start, f"illegal schedule: {exc}")
+        return self._measure(samples, noises, start)
+
+    def evaluate_progressive(self, schedule: Schedule, rungs: Sequence[int]) -> Iterator[EvalResult]:
+        """Results at growing sample counts ``rungs``, each draw sampled once: a rung's samples are the
+        previous rung's plus the new draws, so stopping after any rung (as ASHA does) costs only the
+        draws sampled so far. The last result equals ``evaluate(rungs[-1])`` up to float rounding
+        (the batches differ). A failed rung ends the sequence."""
+        start = time.perf_counter()
+        parts: list[torch.Tensor] = []
+        done = 0
+        for n in rungs:
+            if n <= done or n > self.max_samples:
+                raise ValueError(f"rungs must grow within 1..{self.max_samples}: {list(rungs)}")
+            new = NoiseSet(self.noises.noise[done:n], None if self.noises.labels is None else
+                           self.noises.labels[done:n], self.noises.seed)
+            try:
+                parts.append(sample_batched(self.model, schedule, new, self.guidance_scale, self.batch_size))
+            except SolverError as exc:
+                yield EvalResult({}, None, n, time.perf_counter() - start, f"illegal schedule: {exc}")
+                return
+            done = n
+            result = self._measure(torch.cat(parts), self.noises.head(n), start)
+            yield result
+            if result.failed:
+                return
+
+    def _measure(self, samples: torch.Tensor, noises: NoiseSet, start: float) -> EvalResult:
+        """Every metric of ``samples`` (drawn from ``noises``), or the reason there are none."""
+        n = len(noises)
         bad = int((~torch.isfinite(samples.reshape(n, -1)).all(1)).sum())
         if bad:
             return EvalResult({}, None, n, time.perf_counter() - start, f"non-finite samples (NaN/inf) in {bad} of {n}")

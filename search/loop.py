@@ -35,6 +35,8 @@ from .fidelity import SEARCH_STAGES, level_results, promotions, top_schedules
 from .space import SearchSpace
 from .strategies import Observation, Strategy, make_strategy
 
+FINISHED = (TrialState.COMPLETE, TrialState.FAILED, TrialState.PRUNED)
+
 STATE_ARTIFACT = "strategy_state"
 NOISE_ARTIFACT = "noise_sets"
 FLOOR_ARTIFACT = "floor"
@@ -241,7 +243,7 @@ class SearchRun:
             for p in self.strategy.ask(n - len(out)):
                 h = p.schedule.canonical_hash()
                 seen = known.get((h, self.levels[0]))
-                if seen is not None and seen.state in (TrialState.COMPLETE, TrialState.FAILED):
+                if seen is not None and seen.state in FINISHED:
                     self.strategy.tell([Observation(seen.number, p.schedule, seen.objective, dict(p.meta))])
                 elif h in fresh or seen is not None:
                     self.strategy.tell([Observation(-1, p.schedule, None, dict(p.meta))])
@@ -268,7 +270,12 @@ class SearchRun:
                 r = done.result
                 state = TrialState.FAILED if r.failed else TrialState.COMPLETE
                 metrics = {k: v for k, v in r.metrics.items() if v == v}  # drop NaN (not JSON)
-                record = self.store.finish_trial(trial, state, metrics, r.objective, r.error, r.seconds,
+                objective, error = r.objective, r.error
+                if done.pruned and not r.failed:  # its metrics are at fewer samples: kept, but never ranked
+                    state, objective = TrialState.PRUNED, None
+                    error = (f"stopped early by ASHA at {r.num_samples} of {trial.fidelity} samples "
+                             f"({self.objective} {r.objective:.4g} there)")
+                record = self.store.finish_trial(trial, state, metrics, objective, error, r.seconds,
                                                  worker=done.worker)
                 self.trials[record.number] = record
                 self.progress.on_result(record, self._best_per_nfe())
@@ -281,7 +288,7 @@ class SearchRun:
         out = []
         for t in pool:
             if (t.stage in (Stage.BASELINE, Stage.SEARCH) and t.fidelity == self.levels[0]
-                    and t.state in (TrialState.COMPLETE, TrialState.FAILED)):
+                    and t.state in FINISHED):  # a pruned trial is learnt from as a failed one: the worst
                 out.append(Observation(t.number, Schedule.from_dict(t.schedule), t.objective, dict(t.meta)))
         return out
 

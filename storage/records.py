@@ -15,6 +15,7 @@ class TrialState(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PRUNED = "pruned"  # stopped early by the engine's scheduler (ASHA): its metrics are at fewer samples
 
 
 class Stage(StrEnum):

@@ -318,13 +318,13 @@ class TrialStore:
                      objective: float | None = None, error: str | None = None,
                      seconds: float | None = None, worker: str | None = None) -> TrialRecord:
         """Record a trial's result and, in the same transaction, the best schedule for its NFE."""
-        if state not in (TrialState.COMPLETE, TrialState.FAILED):
-            raise ValueError(f"finish_trial: state must be complete or failed, not {state}")
+        if state not in (TrialState.COMPLETE, TrialState.FAILED, TrialState.PRUNED):
+            raise ValueError(f"finish_trial: state must be complete, failed or pruned, not {state}")
         with self._tx() as s:
             row = s.get(TrialRow, trial.id)
             if row is None:
                 raise StoreError(f"trial {trial.number} no longer exists")
-            if row.state in (TrialState.COMPLETE.value, TrialState.FAILED.value):
+            if row.state in (TrialState.COMPLETE.value, TrialState.FAILED.value, TrialState.PRUNED.value):
                 return _trial(row)  # a late duplicate result: the first one stands
             if worker is not None:
                 row.worker = worker

@@ -62,9 +62,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["nfe"] = args.nfe
     if getattr(args, "strategy", None) is not None:
         out["strategy.name"] = args.strategy
-    if args.ray_address and not args.engine:
-        out["engine.kind"] = "ray"
     return out
+
+
+def _configured(config: Any, args: argparse.Namespace) -> Any:
+    """The config with the command line's overrides; ``--ray-address`` moves an in-process search to Ray."""
+    config = config.with_overrides(**_overrides(args))
+    if args.ray_address and not args.engine and config.engine.kind == "local":
+        config = config.with_overrides(**{"engine.kind": "ray"})
+    return config
 
 
 def _run(config: Any, quiet: bool) -> None:
@@ -141,7 +147,7 @@ def _present(store: Any, search: Any, config: Any, trials: Any, objective: str, 
 def _cmd_search(args: argparse.Namespace) -> None:
     from ..config import load_config
 
-    config = load_config(args.config).with_overrides(**_overrides(args))
+    config = _configured(load_config(args.config), args)
     _run(config, args.quiet)
 
 
@@ -157,7 +163,7 @@ def _cmd_resume(args: argparse.Namespace) -> None:
         stored = store.get_search(args.name)
     finally:
         store.close()
-    config = parse_config(stored.config).with_overrides(**{**_overrides(args), "db": url})
+    config = _configured(parse_config(stored.config).with_overrides(db=url), args)
     _run(config, args.quiet)
 
 
@@ -204,8 +210,10 @@ def register(sub: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--db", help=DB_HELP)
         p.add_argument("--budget", type=at_least(1), help="true evaluations on the search noise (baselines included)")
-        p.add_argument("--engine", choices=["local", "ray"], help="in-process, or a pool of Ray actors")
-        p.add_argument("--ray-address", help="a running Ray cluster (e.g. auto or HOST:PORT); implies --engine ray")
+        p.add_argument("--engine", choices=["local", "ray", "tune"],
+                       help="in-process, a pool of Ray actors, or Ray Tune with ASHA early stopping")
+        p.add_argument("--ray-address", help="a running Ray cluster (e.g. auto or HOST:PORT); moves an in-process search "
+                                                  "to --engine ray")
         p.add_argument("--num-workers", type=at_least(1), help="Ray workers (default: one per GPU, else per CPU)")
         p.add_argument("--device", help="torch device of the workers (default: cuda if available)")
         p.add_argument("-o", "--output", help="folder for the exported schedules and plots (default: runs/NAME)")

@@ -1,4 +1,4 @@
-"""Engines: in-process, or a pool of Ray actors (local Ray or a running cluster)."""
+"""Engines: in-process, a pool of Ray actors (local Ray or a running cluster), or Ray Tune with ASHA."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def make_engine(config: SearchConfig) -> Engine:
     e = config.engine
     if e.kind == "local":
         return LocalEngine(spec)
+    if e.kind == "tune":
+        from .tune import TuneEngine
+
+        return TuneEngine(spec, num_workers=e.num_workers, num_cpus=e.num_cpus, num_gpus=e.num_gpus,
+                          address=e.ray_address, eta=e.asha_eta, levels=e.asha_levels, max_failures=e.max_failures)
     from .ray_pool import RayEngine
 
     return RayEngine(spec, num_workers=e.num_workers, num_cpus=e.num_cpus, num_gpus=e.num_gpus,

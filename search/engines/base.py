@@ -33,9 +33,13 @@ class Job:
 
 @dataclass(frozen=True)
 class JobResult:
+    """A job's result. ``pruned``: the engine's scheduler stopped it early, so ``result`` was measured on
+    ``result.num_samples`` draws, fewer than the job asked for."""
+
     number: int
     result: EvalResult
     worker: str
+    pruned: bool = False
 
 
 class Engine(ABC):

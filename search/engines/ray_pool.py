@@ -39,6 +39,39 @@ class ClusterLost(EngineLost):
     """The Ray cluster cannot be reached any more (its head node stopped or the network failed)."""
 
 
+def connect(address: str | None) -> bool:
+    """Join the cluster at ``address`` (or start local Ray) unless this process is connected already;
+    whether this call started the connection (so its owner shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(**kwargs)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ClusterLost(f"cannot connect to the Ray cluster at {address}: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
+    return True
+
+
+def cluster_slots(num_cpus: float, num_gpus: float) -> int:
+    """How many workers of ``num_gpus`` GPUs (or, without GPUs, ``num_cpus`` CPUs) the live nodes hold."""
+    import ray
+
+    total = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        per = res.get("GPU", 0) / num_gpus if num_gpus else res.get("CPU", 0) / num_cpus
+        total += int(per + 1e-9)
+    return total
+
+
 class EvalWorker:
     """The actor: builds the context once, then evaluates jobs."""
 
@@ -78,18 +111,7 @@ class RayEngine(Engine):
 
         self.ray = ray
         self.spec = spec
-        self.started_ray = False
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-            try:
-                if address:
-                    ray.init(address=address, **kwargs)
-                else:
-                    ray.init(**kwargs)
-            except (ConnectionError, RuntimeError) as exc:
-                raise ClusterLost(f"cannot connect to the Ray cluster at {address}: "
-                                  f"{str(exc).strip().splitlines()[0]}") from None
-            self.started_ray = True
+        self.started_ray = connect(address)
         self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self.lost_after_s = lost_after_s
         host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
@@ -125,14 +147,7 @@ class RayEngine(Engine):
         """How many workers the pool should have: the fixed count, or what the live nodes hold."""
         if self.fixed is not None:
             return self.fixed
-        total = 0
-        for node in self._call(self.ray.nodes):
-            if not node.get("Alive"):
-                continue
-            res = node.get("Resources", {})
-            per = res.get("GPU", 0) / self.num_gpus if self.num_gpus else res.get("CPU", 0) / self.num_cpus
-            total += int(per + 1e-9)
-        return total
+        return self._call(cluster_slots, self.num_cpus, self.num_gpus)
 
     def _start(self) -> _Slot:
         actor = self.remote_worker.options(**self.options).remote(self.spec.to_dict())

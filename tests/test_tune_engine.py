@@ -1,0 +1,63 @@
+"""The Ray Tune engine on a real local Ray runtime: ASHA stops schedules early on the sample count,
+the store records them as pruned at the samples they reached, the rest measure exactly what the
+in-process engine measures, and the held-out validation is never cut short."""
+
+from __future__ import annotations
+
+import pytest
+
+from schedsearch.search.config import parse_config
+from schedsearch.search.engines import LocalEngine, make_engine
+from schedsearch.search.engines.tune import rungs
+from schedsearch.search.loop import SearchRun
+from schedsearch.storage import Stage, TrialState, TrialStore
+
+CONFIG = {
+    "name": "tuned", "model": "builtin:gmm-8d", "nfe": 4, "budget": 18, "seed": 2,
+    "strategy": {"name": "random", "batch_size": 12},
+    "baselines": {"solvers": ["dpmpp_2m", "unipc_bh2", "ipndm"], "grids": ["uniform_lambda", "quadratic"]},
+    "fidelity": {"samples": [900]},
+    "validation": {"top_k": 1, "baselines": 1, "samples": 900, "seed": 1},
+    "metrics": {"cache_dir": None, "reference_steps": 40},
+    "engine": {"kind": "tune", "threads": 1, "asha_eta": 3, "asha_levels": 3},
+}
+
+
+def test_rungs_are_ashas_milestones():
+    assert rungs(900, 3, 3) == [100, 300, 900]
+    assert rungs(1000, 3, 3) == [112, 336, 1000]
+    assert rungs(1000, 2, 4) == [125, 250, 500, 1000]
+    assert rungs(500, 3, 1) == [500]
+
+
+def test_a_tune_search_prunes_on_the_sample_count_and_measures_the_rest_exactly(ray_runtime, tmp_path):
+    cfg = parse_config(CONFIG)
+    engine = make_engine(cfg)
+    store = TrialStore.open(f"sqlite:///{tmp_path / 'tune.db'}")
+    try:
+        assert "ASHA" in engine.describe()
+        outcome = SearchRun(cfg, store, engine).run()
+        best = store.best_per_nfe(outcome.search)[4]
+    finally:
+        engine.close()
+        store.close()
+    trials = outcome.trials
+    assert outcome.search.status == "complete"
+    budgeted = [t for t in trials if t.stage is not Stage.HOLDOUT and not t.meta.get("validation")]
+    assert len(budgeted) == cfg.budget
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAILED, TrialState.PRUNED) for t in trials)
+    pruned = [t for t in trials if t.state is TrialState.PRUNED]
+    assert pruned, [t.state for t in trials]  # 12 random schedules at once: ASHA stops some
+    for t in pruned:  # kept with the metrics of the rung they reached, never ranked
+        assert t.objective is None and t.metrics["mmd"] > 0 and t.fidelity == 900
+        assert t.error.startswith("stopped early by ASHA at 100 of 900") or "at 300 of 900" in t.error, t.error
+    holdout = [t for t in trials if t.stage is Stage.HOLDOUT]
+    assert holdout and all(t.state is TrialState.COMPLETE for t in holdout)  # validation runs to the end
+    assert best.stage is Stage.HOLDOUT and best.state is TrialState.COMPLETE
+    assert all(t.worker.startswith("tune:ray:") for t in trials if t.state is not TrialState.FAILED)
+
+    local = LocalEngine(cfg.evaluation_spec())  # what the in-process engine measures for the same schedules
+    for t in [t for t in trials if t.state is TrialState.COMPLETE][:6]:
+        noise = "holdout" if t.stage is Stage.HOLDOUT else "search"
+        direct = local.context.evaluate(t.schedule, t.fidelity, noise)
+        assert t.objective == pytest.approx(direct.objective, rel=1e-5, abs=1e-9)
