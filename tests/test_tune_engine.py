@@ -61,3 +61,45 @@ def test_a_tune_search_prunes_on_the_sample_count_and_measures_the_rest_exactly(
         noise = "holdout" if t.stage is Stage.HOLDOUT else "search"
         direct = local.context.evaluate(t.schedule, t.fidelity, noise)
         assert t.objective == pytest.approx(direct.objective, rel=1e-5, abs=1e-9)
+
+
+def test_a_tune_trial_whose_worker_is_killed_is_retried(ray_runtime):
+    import os
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from schedsearch.search.context import SEARCH_NOISE, EvaluationSpec
+    from schedsearch.search.engines import Job
+    from schedsearch.search.engines.tune import TuneEngine
+    from schedsearch.solvers import baseline, load_model
+
+    spec = EvaluationSpec(model="builtin:gmm-8d", search_samples=8000, holdout_samples=100, reference_steps=40)
+    slow = baseline("unipc_bh2", 30, load_model("builtin:gmm-8d")).to_dict()  # about 2 s per evaluation
+    engine = TuneEngine(spec, num_workers=2, levels=1, max_failures=2)
+    killed = []
+
+    def kill_a_trial_actor() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            out = subprocess.run(["pgrep", "-f", "ray::EvaluateJob"], capture_output=True, text=True).stdout.split()
+            if out:
+                time.sleep(1.0)  # its evaluation is under way
+                os.kill(int(out[0]), signal.SIGKILL)
+                killed.append(int(out[0]))
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_trial_actor)
+    killer.start()
+    try:
+        for n in range(3):
+            engine.submit(Job(n, slow, 8000, SEARCH_NOISE))
+        results = engine.wait()
+    finally:
+        killer.join()
+        engine.close()
+    assert killed
+    assert sorted(r.number for r in results) == [0, 1, 2]
+    assert all(not r.result.failed and not r.pruned for r in results), [r.result.error for r in results]
+    assert len({round(r.result.objective, 9) for r in results}) == 1  # the same schedule, same noise
