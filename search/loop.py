@@ -273,6 +273,7 @@ class SearchRun:
                 objective, error = r.objective, r.error
                 if done.pruned and not r.failed:  # its metrics are at fewer samples: kept, but never ranked
                     state, objective = TrialState.PRUNED, None
+                    metrics["samples"] = r.num_samples
                     error = (f"stopped early by ASHA at {r.num_samples} of {trial.fidelity} samples "
                              f"({self.objective} {r.objective:.4g} there)")
                 record = self.store.finish_trial(trial, state, metrics, objective, error, r.seconds,

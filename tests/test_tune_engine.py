@@ -49,7 +49,7 @@ def test_a_tune_search_prunes_on_the_sample_count_and_measures_the_rest_exactly(
     pruned = [t for t in trials if t.state is TrialState.PRUNED]
     assert pruned, [t.state for t in trials]  # 12 random schedules at once: ASHA stops some
     for t in pruned:  # kept with the metrics of the rung they reached, never ranked
-        assert t.objective is None and t.metrics["mmd"] > 0 and t.fidelity == 900
+        assert t.objective is None and t.metrics["mmd"] > 0 and t.fidelity == 900 and t.metrics["samples"] in (100, 300)
         assert t.error.startswith("stopped early by ASHA at 100 of 900") or "at 300 of 900" in t.error, t.error
     holdout = [t for t in trials if t.stage is Stage.HOLDOUT]
     assert holdout and all(t.state is TrialState.COMPLETE for t in holdout)  # validation runs to the end
