@@ -28,7 +28,7 @@ CONFIG = {
     "fidelity": {"samples": [3000]},
     "validation": {"top_k": 2, "baselines": 2, "samples": 3000, "seed": 1},
     "metrics": {"cache_dir": None, "reference_steps": 40},
-    "engine": {"kind": "ray", "num_cpus": 1, "threads": 1, "rescan_s": 1.0, "head_timeout_s": 4.0},
+    "engine": {"kind": "ray", "num_cpus": 1, "threads": 1, "rescan_s": 1.0, "head_timeout_s": 2.0},
 }
 
 

@@ -75,31 +75,43 @@ def test_a_tune_trial_whose_worker_is_killed_is_retried(ray_runtime):
     from schedsearch.search.engines.tune import TuneEngine
     from schedsearch.solvers import baseline, load_model
 
-    spec = EvaluationSpec(model="builtin:gmm-8d", search_samples=8000, holdout_samples=100, reference_steps=40)
-    slow = baseline("unipc_bh2", 30, load_model("builtin:gmm-8d")).to_dict()  # about 2 s per evaluation
+    spec = EvaluationSpec(model="builtin:gmm-8d", search_samples=6000, holdout_samples=100, reference_steps=40)
+    slow = baseline("unipc_bh2", 30, load_model("builtin:gmm-8d")).to_dict()  # about 1 s per evaluation
+
+    def actors() -> set[int]:
+        # a trial actor's title while it runs a step: ray::<trainable>.train (with_resources wraps ours)
+        out = subprocess.run(["pgrep", "-f", r"^ray::(ResourceTrainable|EvaluateJob)\.train"], capture_output=True,
+                             text=True).stdout.split()
+        return {int(pid) for pid in out}
+
+    before = actors()  # idle actors another test left behind are not this engine's
     engine = TuneEngine(spec, num_workers=2, levels=1, max_failures=2)
     killed = []
 
     def kill_a_trial_actor() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            out = subprocess.run(["pgrep", "-f", "ray::EvaluateJob"], capture_output=True, text=True).stdout.split()
-            if out:
-                time.sleep(1.0)  # its evaluation is under way
-                os.kill(int(out[0]), signal.SIGKILL)
-                killed.append(int(out[0]))
-            time.sleep(0.2)
+            ours = sorted(actors() - before)
+            if ours:
+                time.sleep(0.3)  # its evaluation is under way
+                try:
+                    os.kill(ours[0], signal.SIGKILL)
+                    killed.append(ours[0])
+                except ProcessLookupError:
+                    before.add(ours[0])
+            time.sleep(0.1)
 
     killer = threading.Thread(target=kill_a_trial_actor)
     killer.start()
     try:
         for n in range(3):
-            engine.submit(Job(n, slow, 8000, SEARCH_NOISE))
+            engine.submit(Job(n, slow, 6000, SEARCH_NOISE))
         results = engine.wait()
     finally:
         killer.join()
         engine.close()
     assert killed
     assert sorted(r.number for r in results) == [0, 1, 2]
+    assert not any(r.worker.endswith(f":{killed[0]}") for r in results)  # its job was measured again elsewhere
     assert all(not r.result.failed and not r.pruned for r in results), [r.result.error for r in results]
     assert len({round(r.result.objective, 9) for r in results}) == 1  # the same schedule, same noise

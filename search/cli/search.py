@@ -212,8 +212,8 @@ def register(sub: Any) -> None:
         p.add_argument("--budget", type=at_least(1), help="true evaluations on the search noise (baselines included)")
         p.add_argument("--engine", choices=["local", "ray", "tune"],
                        help="in-process, a pool of Ray actors, or Ray Tune with ASHA early stopping")
-        p.add_argument("--ray-address", help="a running Ray cluster (e.g. auto or HOST:PORT); moves an in-process search "
-                                                  "to --engine ray")
+        p.add_argument("--ray-address",
+                       help="a running Ray cluster (e.g. auto or HOST:PORT); moves an in-process search to --engine ray")
         p.add_argument("--num-workers", type=at_least(1), help="Ray workers (default: one per GPU, else per CPU)")
         p.add_argument("--device", help="torch device of the workers (default: cuda if available)")
         p.add_argument("-o", "--output", help="folder for the exported schedules and plots (default: runs/NAME)")
