@@ -87,7 +87,7 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_trials(tmp_path):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         lives += 1
         try:
-            proc.wait(timeout=rng.uniform(1.5, 4.0))
+            proc.wait(timeout=rng.uniform(2.0, 4.5))
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -1,18 +1,20 @@
 """Search throughput against the number of Ray nodes: one real search per row, on a Ray cluster
 of N single-CPU worker nodes started on this machine (``ray.cluster_utils.Cluster``), next to
-the in-process engine.
+the in-process engine — then, in the same run, the per-trial overhead of the actor pool against
+the Ray Tune engine (``engine_overhead.py``'s measurement, on the 8-D mixture).
 
 Each row runs the same seeded search (the same trials, so the same work) and reports its wall
 time, trials per minute, the speed-up over one node and the parallel efficiency. The head
 node holds no CPU, so every evaluation runs on a worker node. On a 2-core machine the rows
 beyond 2 nodes measure oversubscription, not scaling; run it where there are cores to spare.
 
-    .venv/bin/python benchmarks/cluster_scaling.py [--model builtin:digits] [--budget 40] [--nodes 1 2]
+    .venv/bin/python benchmarks/scaling.py [--model builtin:digits] [--budget 40] [--nodes 1 2 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +56,8 @@ def main() -> None:
     parser.add_argument("--model", default="builtin:digits")
     parser.add_argument("--budget", type=int, default=40)
     parser.add_argument("--samples", type=int, default=250)
-    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--overhead-trials", type=int, default=32, help="jobs for the pool-vs-Tune overhead rows")
     args = parser.parse_args()
 
     import ray
@@ -97,6 +100,32 @@ def main() -> None:
         speed = "" if one is None else f"{one[1] / wall:.2f}"
         eff = "" if one is None or not workers else f"{one[1] / wall / workers:.0%}"
         print(f"{name:<14} {workers or 1:>7} {n:>11} {wall:>8.1f} {rate:>8.1f} {speed:>18} {eff:>10}")
+    overhead(args.overhead_trials)
+
+
+def overhead(trials: int) -> None:
+    """Per-trial overhead of the actor pool and of the Tune engine (as the loop drives each), one worker."""
+    import ray
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from engine_overhead import jobs, run_batches, run_engine
+
+    from schedsearch.search.engines.tune import TuneEngine
+
+    spec = parse_config({"name": "overhead", "model": "builtin:gmm-8d", "nfe": 5, "budget": 1,
+                         "fidelity": {"samples": [256]}}).evaluation_spec()
+    work = jobs(trials, 256)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        with RayEngine(spec, num_workers=1) as pool:
+            pool_wall, pool_eval = run_engine(pool, work)
+        tune = TuneEngine(spec, num_workers=1, levels=1)
+        tune_wall, tune_eval = run_batches(tune, work, 16)
+    finally:
+        ray.shutdown()
+    pool_ms, tune_ms = 1000 * (pool_wall - pool_eval), 1000 * (tune_wall - tune_eval)
+    print(f"per-trial overhead (gmm-8d, 256 draws, one worker, {trials} jobs): actor pool {pool_ms:.2f} ms, "
+          f"Tune engine in batches of 16 {tune_ms:.1f} ms — {tune_ms / pool_ms:.0f}x the pool")
 
 
 if __name__ == "__main__":
