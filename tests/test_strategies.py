@@ -75,8 +75,10 @@ def test_restore_from_observations_and_state_continues_exactly(name, tmp_path):
     # the driver's view when it dies: this batch asked (state saved with it), half of it measured
     proposals, obs = _round(original, number)
     state = original.state()
-    if (tmp_path / "study.db").exists():  # the Optuna study as it was then
-        shutil.copy(tmp_path / "study.db", tmp_path / "copy.db")
+    if (tmp_path / "study.db").exists():  # the Optuna study as it was then (a WAL database: its log too)
+        for suffix in ("", "-wal"):
+            if (tmp_path / f"study.db{suffix}").exists():
+                shutil.copy(tmp_path / f"study.db{suffix}", tmp_path / f"copy.db{suffix}")
     measured, pending = obs[:2], obs[2:]
     original.tell(obs)
     later = []
