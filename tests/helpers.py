@@ -90,3 +90,19 @@ def gaussian_flow(mixture: GaussianMixture, ns: NoiseSchedule, x: torch.Tensor, 
     a1, s1 = (float(v) for v in ns.alpha_sigma(t_to))
     scale = torch.sqrt(a1**2 * sd**2 + s1**2) / torch.sqrt(a0**2 * sd**2 + s0**2)
     return a1 * mu + scale * (x - a0 * mu)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def trial_fingerprint(trials) -> list[tuple]:
+    """What must match between two runs of one seeded search: every trial's number, schedule, stage,
+    fidelity, state and objective (to 12 digits: stores round-trip floats through JSON)."""
+    return [(t.number, t.schedule_hash, t.stage.value, t.fidelity, t.state.value, round(t.objective or 0.0, 12))
+            for t in trials]

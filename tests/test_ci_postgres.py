@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -12,13 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _unprivileged() -> tuple[list[str], int | None]:
@@ -47,7 +42,7 @@ def test_ci_postgres_runs_the_pypi_server_as_an_unprivileged_user():
     root = Path(tempfile.mkdtemp(prefix="schedsearch-pg-test-"))
     if uid is not None:
         os.chown(root, uid, -1)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SCHEDSEARCH_PG_FROM": "pypi", "SCHEDSEARCH_PG_PORT": str(port),
            "SCHEDSEARCH_PG_DIR": str(root / "data")}
     command = [*prefix, "env", *(f"{k}={env[k]}" for k in ("SCHEDSEARCH_PG_FROM", "SCHEDSEARCH_PG_PORT",

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from schedsearch.search.config import parse_config
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
 from schedsearch.storage import Stage, TrialState, TrialStore
+
+from tests.helpers import trial_fingerprint
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 CONFIG = {
@@ -30,11 +31,6 @@ CONFIG = {
     "metrics": {"cache_dir": None, "reference_steps": 40},
     "engine": {"kind": "ray", "num_cpus": 1, "threads": 1, "rescan_s": 1.0, "head_timeout_s": 2.0},
 }
-
-
-def fingerprint(trials):
-    return [(t.number, t.schedule_hash, t.stage.value, t.fidelity, t.state.value, round(t.objective or 0.0, 12))
-            for t in trials]
 
 
 def in_process(tmp_path: Path) -> list:
@@ -100,7 +96,7 @@ def check_whole(trials, expected) -> None:
     assert max(keys.values()) == 1  # nothing duplicated
     budgeted = [t for t in trials if t.stage is not Stage.HOLDOUT]
     assert len(budgeted) == CONFIG["budget"]
-    assert fingerprint(trials) == fingerprint(expected)  # nothing lost: the in-process trials
+    assert trial_fingerprint(trials) == trial_fingerprint(expected)  # nothing lost: the in-process trials
 
 
 @pytest.fixture(scope="module")

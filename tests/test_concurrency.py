@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 import yaml
-
 from schedsearch.search.config import parse_config
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
 from schedsearch.storage import TrialStore
+
+from tests.helpers import trial_fingerprint
 
 SCRIPT = Path(sys.executable).with_name("schedsearch")
 BASE = {
@@ -28,11 +29,6 @@ BASE = {
     "metrics": {"cache_dir": None, "reference_steps": 40},
     "engine": {"threads": 1},
 }
-
-
-def fingerprint(trials):
-    return [(t.number, t.schedule_hash, t.stage.value, t.fidelity, t.state.value, round(t.objective or 0.0, 12))
-            for t in trials]
 
 
 def test_two_drivers_and_a_reader_share_one_database(store_url, tmp_path):
@@ -70,4 +66,4 @@ def test_two_drivers_and_a_reader_share_one_database(store_url, tmp_path):
         alone = TrialStore.open(f"sqlite:///{tmp_path / f'{name}-alone.db'}")
         outcome = SearchRun(parsed, alone, LocalEngine(parsed.evaluation_spec())).run()
         alone.close()
-        assert fingerprint(shared[name]) == fingerprint(outcome.trials)
+        assert trial_fingerprint(shared[name]) == trial_fingerprint(outcome.trials)

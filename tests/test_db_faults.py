@@ -5,7 +5,6 @@ that saw no fault records — nothing lost, nothing duplicated."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from schedsearch.search.config import parse_config
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
 from schedsearch.storage import TrialState, TrialStore
+
+from tests.helpers import free_port, trial_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("schedsearch")
@@ -33,17 +33,11 @@ CONFIG = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A PostgreSQL server of our own (its own port and data directory), started by ``.ci/postgres``."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {**os.environ, "SCHEDSEARCH_PG_PORT": str(self.port),
                     "SCHEDSEARCH_PG_DIR": f"/tmp/schedsearch-pg-fault-{self.port}"}
 
@@ -77,11 +71,6 @@ def server():
     yield srv
     srv.stop()
     srv.remove()
-
-
-def fingerprint(trials):
-    return [(t.number, t.schedule_hash, t.stage.value, t.fidelity, t.state.value, round(t.objective or 0.0, 12))
-            for t in trials]
 
 
 def test_a_postgresql_restart_mid_search_is_waited_out_and_loses_nothing(server, tmp_path):
@@ -138,4 +127,4 @@ def test_a_postgresql_restart_mid_search_is_waited_out_and_loses_nothing(server,
     clean = TrialStore.open(f"sqlite:///{tmp_path / 'clean.db'}")
     outcome = SearchRun(cfg, clean, LocalEngine(cfg.evaluation_spec())).run()
     clean.close()
-    assert fingerprint(faulted) == fingerprint(outcome.trials)
+    assert trial_fingerprint(faulted) == trial_fingerprint(outcome.trials)

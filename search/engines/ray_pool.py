@@ -181,14 +181,18 @@ class RayEngine(Engine):
         """A starting actor answered: it is up, or it died (then it is replaced if there is room)."""
         try:
             about = self.ray.get(slot.starting)
-        except self._lost_errors() as exc:
-            self._check_cluster(exc)
-            self._kill(slot)
-            self.slots.remove(slot)
-            if len(self.slots) < self._target():
-                self.slots.append(self._start())
+        except self._lost_errors():
+            self._lost(slot)
             return
         self._up(slot, about)
+
+    def _lost(self, slot: _Slot) -> None:
+        """A worker died: unless the whole cluster went, drop it and start another where there is room."""
+        self._check_cluster()
+        self._kill(slot)
+        self.slots.remove(slot)
+        if len(self.slots) < self._target():
+            self.slots.append(self._start())
 
     def _resize(self) -> None:
         """Follow the cluster: start workers for new room, drop idle or unplaced ones beyond it."""
@@ -201,12 +205,9 @@ class RayEngine(Engine):
         target = self._target()
         while len(self.slots) < target:
             self.slots.append(self._start())
-        for slot in [s for s in self.slots if s.starting is not None][::-1]:
-            if len(self.slots) <= max(target, 1):
-                break
-            self._kill(slot)
-            self.slots.remove(slot)
-        for slot in [s for s in self.slots if s.job is None and s.starting is None][::-1]:
+        unplaced = [s for s in self.slots if s.starting is not None]
+        idle = [s for s in self.slots if s.job is None and s.starting is None]
+        for slot in unplaced[::-1] + idle[::-1]:  # never a worker with a job in flight
             if len(self.slots) <= max(target, 1):
                 break
             self._kill(slot)
@@ -248,7 +249,7 @@ class RayEngine(Engine):
         self.unreachable_since = None
         return True
 
-    def _check_cluster(self, exc: BaseException) -> None:
+    def _check_cluster(self) -> None:
         """After a worker died: if the head has gone, wait ``lost_after_s`` for it, then give up in one line."""
         while not self._head_answers():
             time.sleep(1.0)
@@ -305,13 +306,9 @@ class RayEngine(Engine):
         assert job is not None
         try:
             self.ready.append(self.ray.get(slot.ref))
-        except self._lost_errors() as exc:
-            self._check_cluster(exc)
+        except self._lost_errors():
+            self._lost(slot)
             self.deaths[job.number] = self.deaths.get(job.number, 0) + 1
-            self._kill(slot)
-            self.slots.remove(slot)
-            if len(self.slots) < self._target():
-                self.slots.append(self._start())
             if self.deaths[job.number] >= self.max_job_retries:
                 error = f"the worker evaluating it died {self.deaths[job.number]} times"
                 self.ready.append(JobResult(job.number, EvalResult({}, None, job.num_samples, 0.0, error), "ray"))
