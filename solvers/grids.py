@@ -73,6 +73,19 @@ def _trailing(ns: NoiseSchedule, n: int) -> np.ndarray:
     return np.arange(T, 0, -T / n).round() - 1.0
 
 
+def _shifted(ns: NoiseSchedule, n: int) -> np.ndarray:
+    """Flow models: FlowMatchEulerDiscreteScheduler's own spacing of N steps — linear before the model's
+    timestep shift s (σ ↦ sσ / (1 + (s − 1)σ)) from t_max down to t_min, then shifted (diffusers keeps the
+    smallest training σ already shifted and shifts it again; so does this grid); the N model times only."""
+    from .noise_schedules import RectifiedFlow
+
+    if not isinstance(ns, RectifiedFlow):
+        raise ScheduleError("grid 'shifted' exists only for flow-matching models")
+    s = ns.shift
+    u = np.linspace(ns.t_max / (s - (s - 1) * ns.t_max), ns.t_min, n)  # t_max before its shift
+    return s * u / (1 + (s - 1) * u)
+
+
 #: name → (function, whether it returns N+1 points with the final one included)
 GRIDS: dict[str, tuple[Callable[[NoiseSchedule, int], np.ndarray], bool]] = {
     "uniform_t": (_uniform_t, True),
@@ -82,6 +95,7 @@ GRIDS: dict[str, tuple[Callable[[NoiseSchedule, int], np.ndarray], bool]] = {
     "linspace": (_linspace, True),
     "leading": (_leading, False),
     "trailing": (_trailing, False),
+    "shifted": (_shifted, False),
 }
 
 

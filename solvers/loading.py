@@ -1,7 +1,8 @@
 """``load_model``: resolve a model reference into a :class:`DiffusionModel`.
 
 References: a diffusers pipeline directory (``model_index.json`` with ``unet/`` and
-``scheduler/``), a bare UNet directory with a scheduler config beside it (in the same
+``scheduler/``; latent pipelines — Stable Diffusion, SDXL, DiT, PixArt, SD3 — load through
+:mod:`.pipelines`), a bare UNet directory with a scheduler config beside it (in the same
 folder as ``scheduler_config.json``, in ``scheduler/``, or in ``../scheduler/``), a hub id
 (``org/name``, resolved by diffusers / huggingface_hub), or ``builtin:<name>``.
 A directory may carry ``schedsearch_model.json`` with extras: ``uncond_class_label`` (the
@@ -23,12 +24,15 @@ from .errors import ModelLoadError
 from .gmm import GaussianMixture
 from .models import DiffusionModel, Parameterization
 from .noise_schedules import ContinuousVPLinear, DiscreteVP
+from .pipelines import PIPELINES, check_components, load_pipeline, pipeline_family
 
 SIDECAR = "schedsearch_model.json"
 #: UNet weight files diffusers' ``from_pretrained`` reads, in its order of preference
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
                 "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
 _UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+#: pixel-space pipelines whose UNet is the whole model
+_UNET_PIPELINES = ("DDPMPipeline", "DDIMPipeline", "PNDMPipeline")
 
 
 class DiffusersUNet:
@@ -121,10 +125,18 @@ def _load_directory(path: Path, device: Any, dtype: torch.dtype | None, uncond: 
     index = path / "model_index.json"
     if index.exists():
         components = _read_json(index)
+        family = pipeline_family(components)
+        if family is not None:
+            check_components(path, components)
+            return load_pipeline(path, family, device, dtype, uncond, sidecar)
         unet_name = next(
             (k for k, v in components.items() if isinstance(v, list) and len(v) == 2 and v[1] in _UNET_CLASSES),
             None,
         )
+        if components.get("_class_name", "DDPMPipeline") not in _UNET_PIPELINES:
+            raise ModelLoadError(f"model: pipeline class {components.get('_class_name')!r} in {path} is not supported "
+                                 f"(supported: {', '.join(_UNET_PIPELINES + tuple(PIPELINES))}, or a UNet2DModel "
+                                 "with its scheduler)")
         if unet_name is None:
             raise ModelLoadError(f"model: {index} lists no UNet2DModel/UNet2DConditionModel component")
         unet_dir = path / unet_name

@@ -54,8 +54,8 @@ class DiffusionModel:
     """A diffusion model seen by the sampler.
 
     ``uncond`` is the conditioning of the unconditional branch for classifier-free
-    guidance (a null class label, empty-prompt embeddings, …); ``data_mean`` is used by
-    the analytical first step ``mean``.
+    guidance (a null class label, empty-prompt embeddings, the negative prompt's row, …);
+    ``data_mean`` is used by the analytical first step ``mean``.
     """
 
     network: Network
@@ -68,6 +68,10 @@ class DiffusionModel:
     data_mean: torch.Tensor | float | None = None
     name: str = "model"
     info: Mapping[str, Any] = field(default_factory=dict)
+    #: latent models: final latents → images in [−1, 1] (None: samples are the data themselves)
+    decoder: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: text models: (prompts, negative prompt) → their conditioning (see ``pipelines.with_prompts``)
+    prompt_encoder: Callable[..., tuple[Any, Any]] | None = None
 
     @property
     def num_classes(self) -> int | None:
@@ -77,12 +81,26 @@ class DiffusionModel:
             return None
         return embeds - 1 if self.uncond is not None else embeds
 
+    @property
+    def latent(self) -> bool:
+        """True when samples are latents that :attr:`decoder` turns into images."""
+        return self.decoder is not None
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one image: the decoded one of a latent model, else the sample's."""
+        return tuple(self.info.get("image_shape", self.sample_shape))
+
     def fingerprint(self) -> str | None:
         """A content hash of the network's weights (and the noise schedule), or None when the network
         is an opaque callable. Keys cached results such as reference solutions."""
         if "fingerprint" in self.info:
             return str(self.info["fingerprint"])
-        tensors = _network_tensors(self.network)
+        return self.fingerprint_of(self.network)
+
+    def fingerprint_of(self, network: Any) -> str | None:
+        """:meth:`fingerprint` computed for ``network`` (with this model's schedule and shapes)."""
+        tensors = _network_tensors(network)
         if tensors is None:
             return None
         h = hashlib.sha256(json.dumps(self.noise_schedule.spec(), sort_keys=True, default=str).encode())

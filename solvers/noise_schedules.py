@@ -276,10 +276,14 @@ class RectifiedFlow(NoiseSchedule):
 
     At t = 1 (pure noise) λ = −∞: only first-order data-prediction steps can start
     there, so the default range ends at 0.999 as diffusers' flow sigmas (1 − 1/1000) do.
+    ``shift`` is the timestep shift of the model's scheduler (SD3's
+    FlowMatchEulerDiscreteScheduler: σ ↦ sσ / (1 + (s − 1)σ)); it does not change α or σ,
+    only the ``shifted`` grid, which spaces times as that scheduler does.
     """
 
     t_lo: float = 1e-3
     t_hi: float = 0.999
+    shift: float = 1.0
     time_domain: ClassVar[str] = "flow"
 
     @property
@@ -303,7 +307,8 @@ class RectifiedFlow(NoiseSchedule):
         return 1.0 - t, t.copy()
 
     def spec(self) -> dict[str, Any]:
-        return {"family": "flow", "t_lo": self.t_lo, "t_hi": self.t_hi}
+        extra = {} if self.shift == 1.0 else {"shift": self.shift}
+        return {"family": "flow", "t_lo": self.t_lo, "t_hi": self.t_hi, **extra}
 
 
 def noise_schedule_from_spec(spec: Mapping[str, Any]) -> NoiseSchedule:
