@@ -40,17 +40,18 @@ def default_evaluator(
     cache_root: Path | None = None,
     extractor: str | None = None,
     extractor_weights: Path | None = None,
+    clip_model: Path | None = None,
 ) -> Evaluator:
     """Metrics that fit the model: exact laws for mixtures, FID/KID/PR + accuracy for digits, else reference RMSE.
 
-    Given ``reference_images`` (uint8 or [−1, 1], shaped like the samples), FID / KID /
+    Given ``reference_images`` (uint8 or [−1, 1], shaped like the model's images), FID / KID /
     precision-recall run through torch-fidelity with ``extractor`` (default: the digits
     classifier for the digits model, Inception otherwise) and, where given, a local
     weights file for it.
     """
     noises = NoiseSet.draw(model.sample_shape, num_samples, seed, model.num_classes, dtype=model.state_dtype)
     metrics, objective = metric_suite(model, guidance_scale, reference_images, cache_root, extractor,
-                                      extractor_weights)
+                                      extractor_weights, clip_model=clip_model)
     return SampleEvaluator(model, noises, metrics, objective, guidance_scale=guidance_scale)
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .context import EvaluationSpec
 from .space import DECISIONS, PRESETS, SpaceError, SpaceSpec
@@ -135,6 +135,7 @@ class ValidationConfig(_Model):
 
 class MetricsConfig(_Model):
     reference: str | None = None
+    clip_model: str | None = Field(None, description="a local CLIPModel directory: the clip_score of text models")
     extractor: str | None = None
     extractor_weights: str | None = None
     cache_dir: str | None = "~/.cache/schedsearch"
@@ -162,8 +163,11 @@ class SearchConfig(_Model):
     name: str | None = None
     model: str
     nfe: tuple[int, ...]
-    objective: str | None = None
+    objective: str | None = Field(None, validation_alias=AliasChoices("objective", "metric"))
     guidance_scale: float | None = None
+    prompts: tuple[str, ...] | None = Field(None, description="text models: a list of prompts, or a file of them "
+                                                                 "(one per line); noise i is paired with prompt i mod P")
+    negative_prompt: str | None = None
     budget: int = Field(ge=1)
     seed: int = 0
     noise_seed: int = 0
@@ -201,6 +205,26 @@ class SearchConfig(_Model):
         if not values or any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 50 for v in values):
             raise ValueError(f"{value!r}: every NFE must be an integer in 1..50")
         return tuple(sorted(set(values)))
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _prompts(cls, value: Any) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a file, one prompt per line, read here: the stored config holds the prompts
+            path = Path(value).expanduser()
+            try:
+                value = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            except FileNotFoundError:
+                raise ValueError(f"prompt file {path} not found") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or type(exc).__name__
+                raise ValueError(f"prompt file {path} cannot be read ({reason})") from None
+            if not value:
+                raise ValueError(f"prompt file {path} holds no prompts")
+        if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError("expected a non-empty list of prompts, or the path of a file of them (one per line)")
+        return tuple(value)
 
     @field_validator("name")
     @classmethod
@@ -264,7 +288,8 @@ class SearchConfig(_Model):
             holdout_seed=self.validation.seed, holdout_samples=self.validation.samples, device=self.engine.device,
             reference=m.reference, extractor=m.extractor, extractor_weights=m.extractor_weights,
             cache_dir=m.cache_dir, reference_steps=m.reference_steps, batch_size=m.batch_size,
-            threads=self.engine.threads,
+            threads=self.engine.threads, prompts=self.prompts, negative_prompt=self.negative_prompt,
+            clip_model=m.clip_model,
         )
 
     def comparable(self) -> dict[str, Any]:
@@ -329,4 +354,7 @@ def load_config(path: str | Path) -> SearchConfig:
         raise ConfigError(f"config file {path}: not valid YAML{where}") from None
     if isinstance(data, dict) and "name" not in data:
         data = {"name": path.stem, **data}
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    if isinstance(prompts, str) and not Path(prompts).expanduser().exists() and (path.parent / prompts).exists():
+        data = {**data, "prompts": str(path.parent / prompts)}  # a prompt file named relative to the config
     return parse_config(data)

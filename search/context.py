@@ -44,6 +44,9 @@ class EvaluationSpec:
     reference_steps: int = REFERENCE_STEPS
     batch_size: int = 1000
     threads: int | None = None
+    prompts: tuple[str, ...] | None = None
+    negative_prompt: str | None = None
+    clip_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,6 +54,9 @@ class EvaluationSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationSpec:
+        data = dict(data)
+        if data.get("prompts") is not None:
+            data["prompts"] = tuple(data["prompts"])
         return cls(**data)
 
 
@@ -107,15 +113,20 @@ def build_context(spec: EvaluationSpec) -> EvaluationContext:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     model = load_model(spec.model, device=spec.device)
+    if spec.prompts is not None or spec.negative_prompt is not None:
+        from schedsearch.solvers.pipelines import with_prompts
+
+        model = with_prompts(model, spec.prompts or ("",), spec.negative_prompt)  # encoded once per worker
     reference_images = None
     if spec.reference:
         from .metrics.reference_data import load_reference_images
 
-        reference_images = load_reference_images(spec.reference, tuple(model.sample_shape))
+        reference_images = load_reference_images(spec.reference, model.image_shape)
     cache = Path(os.path.expanduser(spec.cache_dir)) if spec.cache_dir else None
     weights = Path(os.path.expanduser(spec.extractor_weights)) if spec.extractor_weights else None
+    clip = Path(os.path.expanduser(spec.clip_model)) if spec.clip_model else None
     metrics, natural = metric_suite(model, spec.guidance_scale, reference_images, cache, spec.extractor, weights,
-                                    spec.reference_steps)
+                                    spec.reference_steps, clip_model=clip)
     objective = spec.objective or natural
     evaluators = {}
     for name, seed, n, used in ((SEARCH_NOISE, spec.search_seed, spec.search_samples, lean_metrics(metrics, objective)),

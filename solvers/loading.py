@@ -211,6 +211,9 @@ def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any)
     try:
         with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it deprecated
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            family = _hub_family(repo_id, local_only)
+            if family is not None:
+                return load_pipeline(repo_id, family, device, dtype, uncond, {}, local_only=local_only)
             unet, config = _load_hub_files(repo_id, local_only)
     except ModelLoadError:
         raise
@@ -224,6 +227,17 @@ def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ModelLoadError(f"model: cannot load hub id {repo_id!r}: {type(exc).__name__}: {reason}") from None
     return _assemble(unet, config, repo_id, {}, device, dtype, uncond)
+
+
+def _hub_family(repo_id: str, local_only: bool) -> str | None:
+    """The latent-pipeline family of a hub repository's model_index.json (None: none, or not one we know)."""
+    import diffusers
+
+    try:
+        index = diffusers.DiffusionPipeline.load_config(repo_id, local_files_only=local_only)
+    except Exception:  # no model_index.json (a bare UNet repository): the UNet path reports what is missing
+        return None
+    return pipeline_family(index)
 
 
 def _load_hub_files(repo_id: str, local_only: bool) -> tuple[torch.nn.Module, dict[str, Any]]:

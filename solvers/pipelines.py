@@ -20,7 +20,8 @@ A text model loads prompted with the empty prompt, so every command runs on it a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,25 @@ def check_components(path: Path, index: Mapping[str, Any]) -> None:
             raise ModelLoadError(f"model: {path} is missing its {key} component ({value[1]}; no {key}/ folder)")
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No per-component loading bars from diffusers and transformers while a pipeline loads (their own
+    switches, restored after)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()
+
+
 def load_pipeline(ref: str | Path, family: str, device: Any, dtype: torch.dtype | None, uncond: Any,
                   sidecar: Mapping[str, Any], local_only: bool = True) -> DiffusionModel:
     """Load a latent pipeline (directory or hub id) into a :class:`DiffusionModel` (see the module docstring)."""
@@ -246,7 +266,8 @@ def load_pipeline(ref: str | Path, family: str, device: Any, dtype: torch.dtype 
             kwargs["torch_dtype"] = dtype
         if family == "sd":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
-        pipe = getattr(diffusers, class_name).from_pretrained(name, local_files_only=local_only, **kwargs)
+        with quiet_loading():
+            pipe = getattr(diffusers, class_name).from_pretrained(name, local_files_only=local_only, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:  # mismatched shapes, unreadable weights, a tokenizer that does not load, ...

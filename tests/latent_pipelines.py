@@ -176,3 +176,20 @@ def save_sd3(root: Path, shift: float = 3.0) -> Path:
         text_encoder_3=t5_text(len(t5tok), hidden=32, seed=11), tokenizer_3=t5tok)
     pipe.save_pretrained(root)
     return root
+
+
+def save_clip(root: Path) -> Path:
+    """A tiny CLIPModel (text + vision towers, 16×16 images) with its tokenizer: the clip_score model."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tok = clip_tokenizer(root / "_vocab", max_length=16)
+    torch.manual_seed(4)  # a seed whose random towers give positive image–prompt cosines (the score clamps at 0)
+    text = {"vocab_size": len(tok), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1,
+            "pad_token_id": 1}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 16, "patch_size": 4, "num_channels": 3}
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    return root

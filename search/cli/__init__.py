@@ -57,7 +57,7 @@ _USER_ERRORS = (
     ("schedsearch.search.config", "ConfigError"), ("schedsearch.search.engines.base", "EngineLost"),
     ("schedsearch.search.loop", "SearchError"), ("schedsearch.search.metrics.fidelity", "ExtractorError"),
     ("schedsearch.search.metrics.reference_data", "ReferenceDataError"), ("schedsearch.search.space", "SpaceError"),
-    ("schedsearch.search.strategies.base", "StateError"),
+    ("schedsearch.search.strategies.base", "StateError"), ("schedsearch.search.metrics.latent", "ClipModelError"),
 )
 
 

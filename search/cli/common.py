@@ -158,3 +158,39 @@ def read_schedule(path: str, option: str | None = None) -> Any:
         if option is None:
             raise
         raise UserError(f"{where}: {exc}") from None
+
+
+def add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """--prompt / --prompts / --negative-prompt (text-to-image models)."""
+    p.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="prompt of a text-to-image model (repeat for several; sample i gets prompt i mod P; "
+                        "default: the empty prompt)")
+    p.add_argument("--prompts", metavar="FILE", help="a file of prompts, one per line")
+    p.add_argument("--negative-prompt", metavar="TEXT",
+                   help="the prompt classifier-free guidance steers away from (default: the empty prompt)")
+
+
+def read_prompts(args: argparse.Namespace) -> list[str] | None:
+    """The prompts given by --prompt or --prompts (None: neither)."""
+    if args.prompt and args.prompts:
+        raise UserError("--prompt and --prompts: give one of them")
+    if args.prompts:
+        lines = read_text(args.prompts, f"--prompts {args.prompts}").splitlines()
+        prompts = [line.strip() for line in lines if line.strip()]
+        if not prompts:
+            raise UserError(f"--prompts {args.prompts}: holds no prompts (one per line)")
+        return prompts
+    return list(args.prompt) if args.prompt else None
+
+
+def prompted(model: Any, args: argparse.Namespace) -> Any:
+    """``model`` conditioned on the command line's prompts (unchanged without any)."""
+    prompts = read_prompts(args)
+    if prompts is None and args.negative_prompt is None:
+        return model
+    if model.prompt_encoder is None:
+        option = "--negative-prompt" if prompts is None else ("--prompts" if args.prompts else "--prompt")
+        raise UserError(f"{option}: {model.name} is not a text-to-image model")
+    from schedsearch.solvers.pipelines import with_prompts
+
+    return with_prompts(model, prompts or [""], args.negative_prompt)

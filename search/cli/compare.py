@@ -20,8 +20,10 @@ from .common import (
     csv_arg,
     finite_float,
     grids_arg,
+    add_prompt_options,
     output_path,
     positive_ints_arg,
+    prompted,
     read_schedule,
 )
 
@@ -87,7 +89,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         if not args.reference:
             raise UserError("--extractor / --extractor-weights: give the reference images too (--reference PATH)")
     schedules = [(Path(p).stem, read_schedule(p, "--schedules")) for p in args.schedules]
-    model = load_model(args.model, device=args.device)
+    model = prompted(load_model(args.model, device=args.device), args)
     _check_schedules(schedules, args.schedules, model)
     _check_grids(args.grids, args.nfe, model)
     check_guidance("--guidance-scale", args.guidance_scale, model)
@@ -96,10 +98,12 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     if args.reference:
         from ..metrics.reference_data import load_reference_images
 
-        reference = load_reference_images(args.reference, tuple(model.sample_shape))
+        reference = load_reference_images(args.reference, model.image_shape)
     weights = Path(args.extractor_weights).expanduser() if args.extractor_weights else None
+    clip = Path(args.clip_model).expanduser() if args.clip_model else None
     evaluator = default_evaluator(model, args.samples, args.seed, args.guidance_scale, reference_images=reference,
-                                  cache_root=cache, extractor=args.extractor, extractor_weights=weights)
+                                  cache_root=cache, extractor=args.extractor, extractor_weights=weights,
+                                  clip_model=clip)
     metrics = _metrics(args.metrics, evaluator, model.name)
 
     rows = run_compare(model, evaluator, args.nfe, solvers, args.grids, schedules, progress=not args.quiet)
@@ -137,7 +141,8 @@ def register(sub: Any) -> None:
                    help="classifier-free guidance scale (class-conditional models with a null class)")
     p.add_argument("--metrics", type=csv_arg,
                    help="comma-separated metrics to tabulate, or 'all' (default: the objective: fid with reference "
-                        "images, mmd for mixtures, else ref_rmse); e.g. fid,kid,precision,recall,accuracy")
+                        "images, mmd for mixtures, clip_score with --clip-model, else ref_rmse); e.g. "
+                        "fid,kid,precision,recall,accuracy,clip_score")
     p.add_argument("--device", help="torch device (default: cuda if available)")
     p.add_argument("--plot", help="write a quality-vs-NFE plot here (.png, .pdf or .svg; no suffix: .png)")
     p.add_argument("--json", help="write all results as JSON here")
@@ -146,6 +151,9 @@ def register(sub: Any) -> None:
     p.add_argument("--extractor", help="torch-fidelity feature extractor (default: schedsearch-digits for the "
                    "digits model, inception-v3-compat otherwise)")
     p.add_argument("--extractor-weights", help="local weights file for the extractor (nothing is downloaded)")
+    p.add_argument("--clip-model", help="a local CLIPModel directory (with its tokenizer): the clip_score of "
+                   "text-to-image samples against their prompts")
+    add_prompt_options(p)
     p.add_argument("--cache-dir", default="~/.cache/schedsearch", help="reference-statistics cache")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_compare)

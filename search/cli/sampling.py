@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import UserError, at_least, check_guidance, finite_float, grid_arg, labels_arg, output_path, read_schedule
+from .common import (
+    UserError,
+    add_prompt_options,
+    at_least,
+    check_guidance,
+    finite_float,
+    grid_arg,
+    labels_arg,
+    output_path,
+    prompted,
+    read_schedule,
+)
 
 
 def _cmd_baseline(args: argparse.Namespace) -> None:
@@ -31,6 +42,8 @@ def _labels(args: argparse.Namespace, model: Any, n: int) -> Any:
 
     classes = model.num_classes
     if args.labels is not None:
+        if model.prompt_encoder is not None:
+            raise UserError(f"--labels: {model.name} takes prompts (--prompt / --prompts), not class labels")
         if not classes:
             raise UserError(f"--labels: {model.name} is not class-conditional")
         if max(args.labels) >= classes:
@@ -83,10 +96,10 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     out = output_path("--out", args.out) if args.out else None
     png = output_path("--png", args.png, ("png", "jpg", "jpeg")) if args.png else None
     schedule = read_schedule(args.schedule)
-    model = load_model(args.model, device=args.device)
+    model = prompted(load_model(args.model, device=args.device), args)
     schedule.check_for(model.noise_schedule)
     check_guidance("--guidance-scale", args.guidance_scale, model)
-    if png is not None and len(model.sample_shape) != 3:
+    if png is not None and len(model.image_shape) != 3:
         raise UserError("--png needs an image model (samples of shape C×H×W)")
     noise = _initial_noise(args, model)
     labels = _labels(args, model, noise.shape[0])
@@ -98,7 +111,9 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if png is not None:
         from torchvision.utils import save_image
 
-        save_image((x.float().cpu() + 1) / 2, png, nrow=int(max(1, round(x.shape[0] ** 0.5))))
+        images = x if model.decoder is None else torch.cat([model.decoder(x[i:i + 16]).cpu()
+                                                            for i in range(0, len(x), 16)])
+        save_image((images.float().cpu() + 1) / 2, png, nrow=int(max(1, round(x.shape[0] ** 0.5))))
     where = ", ".join(str(p) for p in (out, png) if p) or "nowhere (give --out or --png)"
     print(f"sampled {x.shape[0]} with NFE {schedule.nfe} on {model.name}; wrote {where}")
 
@@ -117,15 +132,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("sample", help="run a schedule JSON on a model")
     p.add_argument("schedule", help="schedule JSON file")
     p.add_argument("--model", required=True, help="diffusers directory, hub id, or builtin:<name>")
-    p.add_argument("--noise", help="initial noise tensor (.pt, shape N×sample shape)")
+    p.add_argument("--noise", help="initial noise tensor (.pt, shape N×sample shape; latent models: initial latents)")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial noise when --noise is not given")
     p.add_argument("-n", "--num", type=at_least(1), default=64, help="number of samples when --noise is not given")
     p.add_argument("--labels", type=labels_arg,
                    help="class label(s), comma-separated, repeated over the samples (class-conditional models; "
                         "default: 0, 1, 2, … in turn)")
+    add_prompt_options(p)
     p.add_argument("--guidance-scale", type=finite_float,
                    help="classifier-free guidance scale (default: the schedule's guidance_scale, else none)")
     p.add_argument("--device", help="torch device (default: cuda if available)")
-    p.add_argument("--out", help="write the samples tensor here (.pt)")
-    p.add_argument("--png", help="write an image grid here (image models)")
+    p.add_argument("--out", help="write the samples tensor here (.pt; latent models: the final latents)")
+    p.add_argument("--png", help="write an image grid here (image models; latent models: the decoded images)")
     p.set_defaults(run=_cmd_sample)

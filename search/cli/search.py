@@ -60,6 +60,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if getattr(args, "nfe", None) is not None:
         out["nfe"] = args.nfe
+    for option, key in (("model", "model"), ("clip_model", "metrics.clip_model")):
+        if getattr(args, option, None) is not None:
+            out[key] = getattr(args, option)
     if getattr(args, "strategy", None) is not None:
         out["strategy.name"] = args.strategy
     return out
@@ -225,6 +228,8 @@ def register(sub: Any) -> None:
     p.add_argument("--nfe", type=positive_ints_arg, help="NFE to search, comma-separated (overrides the config)")
     p.add_argument("--strategy", help="random, evolution, generational, tpe, cmaes, nsga2 or gp")
     p.add_argument("--seed", type=int, help="seed of the strategy")
+    p.add_argument("--model", help="the model to search (overrides the config's: a directory, hub id or builtin:NAME)")
+    p.add_argument("--clip-model", help="a local CLIPModel directory for clip_score (overrides metrics.clip_model)")
     common(p)
     p.set_defaults(run=_cmd_search)
 
