@@ -23,6 +23,7 @@ from .noise_schedules import (
     RectifiedFlow,
     noise_schedule_from_spec,
 )
+from .pipelines import PIPELINES, with_prompts
 from .plan import Plan, compile_plan
 from .sampler import sample
 from .schedule import (
@@ -42,7 +43,7 @@ __all__ = [
     "GaussianMixture", "ModelLoadError", "NoiseSchedule", "Parameterization", "Plan", "Prediction", "Predictions",
     "RectifiedFlow", "Schedule", "ScheduleError", "SolverError", "Step", "baseline", "compile_plan",
     "default_derivatives", "from_callable", "load_model", "model_times", "noise_schedule_from_spec", "phi", "sample",
-    "SchedsearchScheduler",
+    "SchedsearchScheduler", "PIPELINES", "with_prompts",
 ]
 
 

@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(
         ["AnalyticFirstStep", "Corrector", "Derivative", "DiffusionModel", "Estimator", "GaussianMixture",
          "ModelLoadError", "Prediction", "Schedule", "ScheduleError", "SolverError", "Step", "baseline",
-         "compile_plan", "from_callable", "load_model", "sample"],
+         "compile_plan", "from_callable", "load_model", "sample", "with_prompts"],
         "schedsearch.solvers",
     ),
     **dict.fromkeys(["NewTrial", "StoreError", "TrialState", "TrialStore"], "schedsearch.storage"),
@@ -72,5 +72,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         from_callable,
         load_model,
         sample,
+        with_prompts,
     )
     from schedsearch.storage import NewTrial, StoreError, TrialState, TrialStore
