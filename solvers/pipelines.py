@@ -275,6 +275,8 @@ def load_pipeline(ref: str | Path, family: str, device: Any, dtype: torch.dtype 
         raise ModelLoadError(f"model: cannot load the {class_name} at {name}: {reason}") from None
     pipe.set_progress_bar_config(disable=True)
     pipe.to(dev)
+    if pipe.vae.dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+        pipe.vae.to(torch.float32)  # as the pipelines decode: SDXL's VAE overflows in fp16
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):
             part.eval().requires_grad_(False)

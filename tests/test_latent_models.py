@@ -194,3 +194,38 @@ def test_unsupported_and_incomplete_pipelines_fail_in_one_line(saved, tmp_path):
     shutil.rmtree(broken / "vae")
     with pytest.raises(ModelLoadError, match=r"missing its vae component \(AutoencoderKL; no vae/ folder\)"):
         load_model(broken, device="cpu")
+
+
+def test_clip_score_is_clips_own_cosine_and_image_metrics_see_decoded_latents(saved, tmp_path):
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from schedsearch.search.metrics.latent import CLIP_MEAN, CLIP_STD, ClipScore, Decoded
+    from schedsearch.search.metrics.suite import lean_metrics, metric_suite
+    from schedsearch.search.noise_set import NoiseSet
+
+    clip_dir = lp.save_clip(tmp_path / "clip")
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1  # the CLIP input size
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    ours = ClipScore(clip_dir, PROMPTS)(images, NoiseSet(torch.zeros(6, 1), labels, 0))["clip_score"]
+    clip, tok = CLIPModel.from_pretrained(clip_dir), CLIPTokenizer.from_pretrained(clip_dir)
+    pixels = ((images + 1) / 2 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = clip(**tok(PROMPTS, padding=True, return_tensors="pt"), pixel_values=pixels).logits_per_image
+    cosine = logits / clip.logit_scale.exp()  # (image, prompt)
+    expected = float((100 * cosine[torch.arange(6), labels].clamp(min=0)).mean())
+    assert expected > 1.0 and ours == pytest.approx(expected, rel=1e-4)
+
+    model = with_prompts(load_model(saved("sd"), device="cpu"), PROMPTS)
+    metrics, objective = metric_suite(model, 2.0, clip_model=clip_dir, reference_steps=20)
+    assert objective == "clip_score"
+    [decoded] = [m for m in metrics if isinstance(m, Decoded)]
+    assert decoded.names == ("clip_score",)
+    assert not any(isinstance(m, Decoded) for m in lean_metrics(metrics, "ref_rmse"))  # no decoding at all
+    assert any(isinstance(m, Decoded) for m in lean_metrics(metrics, "clip_score"))
+    noises = NoiseSet.draw(model.sample_shape, 6, 0, model.num_classes)
+    latents = sample(model, baseline("dpmpp_2m", 4, model), noises.noise, cond=noises.labels, guidance_scale=2.0)
+    score = decoded(latents, noises)["clip_score"]
+    direct = ClipScore(clip_dir, PROMPTS)(model.decoder(latents), noises)["clip_score"]
+    assert score == pytest.approx(direct, rel=1e-5)
+    with pytest.raises(ValueError, match="clip_score needs a text-to-image model"):
+        metric_suite(load_model(saved("dit"), device="cpu"), clip_model=clip_dir)
