@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.latent_pip
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # noqa: E402
 
 from schedsearch.solvers import baseline, compile_plan, load_model, sample  # noqa: E402
-from schedsearch.solvers.pipelines import with_prompts  # noqa: E402
+from schedsearch.solvers.pipelines import quiet_loading, with_prompts  # noqa: E402
 
 PROMPTS = ["a photo of a cat", "a red dog", "a blue house", "a green tree"]
 TIMESTEPS = {5: [999, 720, 480, 260, 90], 10: [999, 880, 760, 640, 520, 400, 290, 190, 100, 30]}
@@ -93,8 +93,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = build(Path(tmp) / "sd", args.realistic)
         model = with_prompts(load_model(path, device=device, dtype=dtype), PROMPTS)
-        pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False, low_cpu_mem_usage=False)
+        with quiet_loading():
+            pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, safety_checker=None,
+                                                           requires_safety_checker=False, low_cpu_mem_usage=False)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
