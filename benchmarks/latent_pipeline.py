@@ -94,7 +94,7 @@ def main() -> None:
         path = build(Path(tmp) / "sd", args.realistic)
         model = with_prompts(load_model(path, device=device, dtype=dtype), PROMPTS)
         with quiet_loading():
-            pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=dtype, safety_checker=None,
+            pipe = StableDiffusionPipeline.from_pretrained(path, dtype=dtype, safety_checker=None,
                                                            requires_safety_checker=False, low_cpu_mem_usage=False)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)

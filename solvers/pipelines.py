@@ -262,8 +262,10 @@ def load_pipeline(ref: str | Path, family: str, device: Any, dtype: torch.dtype 
         index = diffusers.DiffusionPipeline.load_config(name, local_files_only=local_only)
         class_name = index.get("_class_name", class_name)
         kwargs: dict[str, Any] = {"low_cpu_mem_usage": False}
-        if dtype is not None:
-            kwargs["torch_dtype"] = dtype
+        if dtype is not None:  # diffusers renamed torch_dtype to dtype (0.42); older releases know only torch_dtype
+            from diffusers.utils import deprecation_utils
+
+            kwargs["dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"] = dtype
         if family == "sd":
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         with quiet_loading():
