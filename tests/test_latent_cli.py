@@ -40,6 +40,11 @@ def test_baseline_sample_png_and_compare(models, family, tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(png).size == (2 * 16 + 3 * 2, 2 * 16 + 3 * 2)  # --png: a 2×2 grid of decoded 16×16 images
+    if family in TEXT:  # the negative prompt reaches the guided sampler
+        plain = tmp_path / "plain.pt"
+        assert main(["sample", str(schedule), "--model", model, "-n", "4", "--guidance-scale", "3", "--out",
+                     str(plain), *cond[:4]]) == 0
+        assert not torch.allclose(torch.load(plain, weights_only=True), latents)
     noise = tmp_path / "noise.pt"
     torch.save(torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1)), noise)
     assert main(["sample", str(schedule), "--model", model, "--noise", str(noise), "--out", str(out)]) == 0
@@ -114,3 +119,17 @@ def test_bad_input_is_one_line(models, tmp_path, capsys, case, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert message.format(tmp=tmp_path, model=model) in err, err
+
+
+def test_prompt_files_hold_one_prompt_per_line(tmp_path):
+    import argparse
+
+    from schedsearch.search.cli.common import read_prompts
+    from schedsearch.search.config import parse_config
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("  a red dog  \n\n a cat\n")
+    assert read_prompts(argparse.Namespace(prompt=None, prompts=str(path))) == ["a red dog", "a cat"]
+    config = parse_config({"model": "builtin:digits", "nfe": 4, "budget": 4, "prompts": str(path), "metric": "fid"})
+    assert config.prompts == ("a red dog", "a cat") and config.objective == "fid"
+    assert config.to_dict()["prompts"] == ["a red dog", "a cat"]  # the stored config holds the prompts themselves

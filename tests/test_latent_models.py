@@ -3,6 +3,8 @@ family's own diffusers pipeline (the oracle) on the same latents, prompts and ti
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from diffusers import (
@@ -143,6 +145,9 @@ def test_sd3_flow_matching_matches_its_pipeline_and_higher_orders_converge(saved
     expected, times = euler(6)
     ours = sample(model, baseline("ddim", 6, model, grid=times), latents, cond=cond, guidance_scale=3.0)
     assert _rel(ours, expected) <= RTOL  # DDIM with data prediction is the flow's Euler step
+    images = pipe(PROMPTS, negative_prompt=[NEGATIVE] * 3, sigmas=torch.linspace(0.997, 0.002, 6).tolist(),
+                  guidance_scale=3.0, latents=latents.clone(), output_type="pt").images
+    assert _rel((model.decoder(ours) / 2 + 0.5).clamp(0, 1), images) <= RTOL  # decoded with its shift factor
     # the shifted grid is FlowMatchEulerDiscrete's own spacing
     pipe_default = pipe(PROMPTS, negative_prompt=[NEGATIVE] * 3, num_inference_steps=6, guidance_scale=3.0,
                         latents=latents.clone(), output_type="latent").images
@@ -224,7 +229,7 @@ def test_clip_score_is_clips_own_cosine_and_image_metrics_see_decoded_latents(sa
     assert any(isinstance(m, Decoded) for m in lean_metrics(metrics, "clip_score"))
     noises = NoiseSet.draw(model.sample_shape, 6, 0, model.num_classes)
     latents = sample(model, baseline("dpmpp_2m", 4, model), noises.noise, cond=noises.labels, guidance_scale=2.0)
-    score = decoded(latents, noises)["clip_score"]
+    score = replace(decoded, batch_size=4)(latents, noises)["clip_score"]  # decoded in two batches
     direct = ClipScore(clip_dir, PROMPTS)(model.decoder(latents), noises)["clip_score"]
     assert score == pytest.approx(direct, rel=1e-5)
     with pytest.raises(ValueError, match="clip_score needs a text-to-image model"):
