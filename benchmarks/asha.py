@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from scaling import timed_search  # benchmarks/ is the script's folder, first on sys.path
+
 from schedsearch.search.config import parse_config
 from schedsearch.search.engines import LocalEngine, make_engine
-from schedsearch.search.loop import SearchRun
 from schedsearch.search.results import summarize
-from schedsearch.storage import TrialState, TrialStore
+from schedsearch.storage import TrialState
 
 
 def config(args: argparse.Namespace, kind: str, cache: str) -> Any:
@@ -49,22 +49,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = str(Path(tmp) / "cache")
         warm = config(args, "local", cache).with_overrides(budget=2, name="warm")
-        store = TrialStore.open(f"sqlite:///{tmp}/warm.db")
-        SearchRun(warm, store, LocalEngine(warm.evaluation_spec())).run()  # reference statistics and floor, cached
-        store.close()
+        timed_search(warm, LocalEngine(warm.evaluation_spec()), Path(tmp) / "warm.db")  # reference statistics
+        # and the floor's solve, cached for both rows
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             for kind in ("ray", "tune"):
                 cfg = config(args, kind, cache)
-                store = TrialStore.open(f"sqlite:///{tmp}/{kind}.db")
                 engine = make_engine(cfg)
                 try:
-                    start = time.perf_counter()
-                    outcome = SearchRun(cfg, store, engine).run()
-                    wall = time.perf_counter() - start
+                    wall, outcome = timed_search(cfg, engine, Path(tmp) / f"{kind}.db")
                 finally:
                     engine.close()
-                    store.close()
                 trials = outcome.trials
                 draws = sum(int(t.metrics.get("samples", t.fidelity or 0)) for t in trials
                             if t.state in (TrialState.COMPLETE, TrialState.PRUNED))

@@ -22,7 +22,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.latent_pipelines builds the tiny model
 
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # noqa: E402
+from sampler_overhead import timed  # noqa: E402  (benchmarks/ is the script's folder, first on sys.path)
 
 from schedsearch.solvers import baseline, compile_plan, load_model, sample  # noqa: E402
 from schedsearch.solvers.pipelines import quiet_loading, with_prompts  # noqa: E402
@@ -65,16 +65,6 @@ def build(directory: Path, realistic: bool) -> Path:
     tok = json.loads((directory / "tokenizer" / "tokenizer_config.json").read_text())
     (directory / "tokenizer" / "tokenizer_config.json").write_text(json.dumps({**tok, "model_max_length": 77}))
     return directory
-
-
-def timed(fn) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:

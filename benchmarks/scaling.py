@@ -39,16 +39,21 @@ def config(model: str, budget: int, samples: int, cache: str) -> Any:
     })
 
 
-def timed_search(cfg: Any, engine: Any, db: Path) -> tuple[float, int, list[str]]:
+def timed_search(cfg: Any, engine: Any, db: Path) -> tuple[float, Any]:
+    """(wall seconds, outcome) of one whole search into a new SQLite file."""
     store = TrialStore.open(f"sqlite:///{db}")
     try:
         start = time.perf_counter()
         outcome = SearchRun(cfg, store, engine).run()
-        wall = time.perf_counter() - start
+        return time.perf_counter() - start, outcome
     finally:
         store.close()
+
+
+def measured(outcome: Any) -> tuple[int, list[str]]:
+    """The trials with an objective, and the workers that measured them."""
     trials = [t for t in outcome.trials if t.objective is not None]
-    return wall, len(trials), sorted({t.worker or "" for t in trials})
+    return len(trials), sorted({t.worker or "" for t in trials})
 
 
 def main() -> None:
@@ -69,7 +74,8 @@ def main() -> None:
         warm = config(args.model, 2, args.samples, str(Path(tmp) / "cache"))
         timed_search(warm, LocalEngine(warm.evaluation_spec()), Path(tmp) / "warm.db")  # fills the cache: the
         # reference statistics and the floor's solve, which every row then reads instead of computing
-        wall, n, _ = timed_search(cfg, LocalEngine(cfg.evaluation_spec()), Path(tmp) / "local.db")
+        wall, outcome = timed_search(cfg, LocalEngine(cfg.evaluation_spec()), Path(tmp) / "local.db")
+        n, _ = measured(outcome)
         rows.append(("in-process", wall, n, 0))
         for nodes in args.nodes:
             cluster = Cluster(initialize_head=True, connect=False,
@@ -82,7 +88,8 @@ def main() -> None:
             try:
                 pool = RayEngine(cfg.evaluation_spec())  # follows the cluster: one worker per node here
                 try:
-                    wall, n, workers = timed_search(cfg, pool, Path(tmp) / f"ray{nodes}.db")
+                    wall, outcome = timed_search(cfg, pool, Path(tmp) / f"ray{nodes}.db")
+                    n, workers = measured(outcome)
                 finally:
                     pool.close()
             finally:

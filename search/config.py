@@ -212,9 +212,11 @@ class SearchConfig(_Model):
         if value is None:
             return None
         if isinstance(value, str):  # a file, one prompt per line, read here: the stored config holds the prompts
+            from schedsearch.solvers.pipelines import prompt_lines
+
             path = Path(value).expanduser()
             try:
-                value = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                value = prompt_lines(path.read_text())
             except FileNotFoundError:
                 raise ValueError(f"prompt file {path} not found") from None
             except (OSError, UnicodeDecodeError) as exc:

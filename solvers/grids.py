@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .errors import ScheduleError
-from .noise_schedules import DiscreteVP, NoiseSchedule
+from .noise_schedules import DiscreteVP, NoiseSchedule, RectifiedFlow
 
 
 def _uniform_t(ns: NoiseSchedule, n: int) -> np.ndarray:
@@ -77,8 +77,6 @@ def _shifted(ns: NoiseSchedule, n: int) -> np.ndarray:
     """Flow models: FlowMatchEulerDiscreteScheduler's own spacing of N steps — linear before the model's
     timestep shift s (σ ↦ sσ / (1 + (s − 1)σ)) from t_max down to t_min, then shifted (diffusers keeps the
     smallest training σ already shifted and shifts it again; so does this grid); the N model times only."""
-    from .noise_schedules import RectifiedFlow
-
     if not isinstance(ns, RectifiedFlow):
         raise ScheduleError("grid 'shifted' exists only for flow-matching models")
     s = ns.shift

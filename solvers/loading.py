@@ -24,7 +24,7 @@ from .errors import ModelLoadError
 from .gmm import GaussianMixture
 from .models import DiffusionModel, Parameterization
 from .noise_schedules import ContinuousVPLinear, DiscreteVP
-from .pipelines import PIPELINES, check_components, load_pipeline, pipeline_family
+from .pipelines import PIPELINES, check_components, is_latent_pipeline, load_pipeline
 
 SIDECAR = "schedsearch_model.json"
 #: UNet weight files diffusers' ``from_pretrained`` reads, in its order of preference
@@ -125,10 +125,9 @@ def _load_directory(path: Path, device: Any, dtype: torch.dtype | None, uncond: 
     index = path / "model_index.json"
     if index.exists():
         components = _read_json(index)
-        family = pipeline_family(components)
-        if family is not None:
+        if is_latent_pipeline(components):
             check_components(path, components)
-            return load_pipeline(path, family, device, dtype, uncond, sidecar)
+            return load_pipeline(path, components["_class_name"], device, dtype, uncond, sidecar)
         unet_name = next(
             (k for k, v in components.items() if isinstance(v, list) and len(v) == 2 and v[1] in _UNET_CLASSES),
             None,
@@ -211,9 +210,9 @@ def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any)
     try:
         with warnings.catch_warnings():  # diffusers passes huggingface_hub an argument it deprecated
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-            family = _hub_family(repo_id, local_only)
-            if family is not None:
-                return load_pipeline(repo_id, family, device, dtype, uncond, {}, local_only=local_only)
+            pipeline = _hub_pipeline(repo_id, local_only)
+            if pipeline is not None:
+                return load_pipeline(repo_id, pipeline, device, dtype, uncond, {}, local_only=local_only)
             unet, config = _load_hub_files(repo_id, local_only)
     except ModelLoadError:
         raise
@@ -229,15 +228,15 @@ def _load_hub(repo_id: str, device: Any, dtype: torch.dtype | None, uncond: Any)
     return _assemble(unet, config, repo_id, {}, device, dtype, uncond)
 
 
-def _hub_family(repo_id: str, local_only: bool) -> str | None:
-    """The latent-pipeline family of a hub repository's model_index.json (None: none, or not one we know)."""
+def _hub_pipeline(repo_id: str, local_only: bool) -> str | None:
+    """The latent-pipeline class of a hub repository's model_index.json (None: none, or not one we know)."""
     import diffusers
 
     try:
         index = diffusers.DiffusionPipeline.load_config(repo_id, local_files_only=local_only)
     except Exception:  # no model_index.json (a bare UNet repository): the UNet path reports what is missing
         return None
-    return pipeline_family(index)
+    return index["_class_name"] if is_latent_pipeline(index) else None
 
 
 def _load_hub_files(repo_id: str, local_only: bool) -> tuple[torch.nn.Module, dict[str, Any]]:

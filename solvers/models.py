@@ -96,11 +96,7 @@ class DiffusionModel:
         is an opaque callable. Keys cached results such as reference solutions."""
         if "fingerprint" in self.info:
             return str(self.info["fingerprint"])
-        return self.fingerprint_of(self.network)
-
-    def fingerprint_of(self, network: Any) -> str | None:
-        """:meth:`fingerprint` computed for ``network`` (with this model's schedule and shapes)."""
-        tensors = _network_tensors(network)
+        tensors = _network_tensors(self.network)
         if tensors is None:
             return None
         h = hashlib.sha256(json.dumps(self.noise_schedule.spec(), sort_keys=True, default=str).encode())
@@ -170,8 +166,11 @@ def analytic_predictions(
 
 
 def _network_tensors(network: Any) -> list[tuple[str, torch.Tensor]] | None:
-    """The tensors that determine a network: a module's state dict (found on ``network`` or its
+    """The tensors that determine a network: its own ``tensors()`` where it has them (a prompted text
+    model: the denoiser's weights and the prompt table), a module's state dict (found on ``network`` or its
     ``unet``/``module``/``mixture`` attribute), or None for an opaque callable."""
+    if callable(getattr(network, "tensors", None)):
+        return network.tensors()
     for holder in (network, getattr(network, "unet", None), getattr(network, "module", None)):
         if isinstance(holder, torch.nn.Module):
             return sorted(holder.state_dict().items())

@@ -19,7 +19,6 @@ A text model loads prompted with the empty prompt, so every command runs on it a
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -134,6 +133,11 @@ class PromptTable:
         self.table = table
         self.module = getattr(base, "module", None)
 
+    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """What determines this network's outputs (fingerprinted): the denoiser's weights and the table."""
+        weights = sorted(self.module.state_dict().items()) if self.module is not None else []
+        return weights + [(f"prompt_table.{key}", value) for key, value in _tree_tensors(self.table)]
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         index = torch.as_tensor(cond, device=x.device).long().reshape(-1)
         if index.numel() == 1 and len(x) > 1:
@@ -194,27 +198,31 @@ class PromptEncoder:
 
 @dataclass(frozen=True, eq=False)
 class VaeDecoder:
-    """Final latents → images in [−1, 1], as the pipeline decodes them (scaling and shift factors)."""
+    """Final latents → images in [−1, 1] on the CPU, as the pipeline decodes them (scaling and shift
+    factors), ``batch_size`` latents at a time on the VAE's device."""
 
     vae: torch.nn.Module
+    batch_size: int = 16
 
     @torch.inference_mode()
     def __call__(self, latents: torch.Tensor) -> torch.Tensor:
         cfg = self.vae.config
         param = next(self.vae.parameters())
-        z = latents.to(device=param.device, dtype=param.dtype) / cfg.scaling_factor
-        if getattr(cfg, "shift_factor", None) is not None:
-            z = z + cfg.shift_factor
-        return self.vae.decode(z).sample.float().clamp(-1, 1)
+        shift = getattr(cfg, "shift_factor", None) or 0.0
+        out = []
+        for start in range(0, len(latents), self.batch_size):
+            z = latents[start:start + self.batch_size].to(device=param.device, dtype=param.dtype)
+            out.append(self.vae.decode(z / cfg.scaling_factor + shift).sample.float().clamp(-1, 1).cpu())
+        return torch.cat(out)
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
 
 
-def pipeline_family(index: Mapping[str, Any]) -> str | None:
-    """The family of a ``model_index.json`` (None: not a latent pipeline we know)."""
-    return PIPELINES.get(str(index.get("_class_name")))
+def is_latent_pipeline(index: Mapping[str, Any]) -> bool:
+    """Whether a ``model_index.json`` names a latent pipeline class loaded here."""
+    return index.get("_class_name") in PIPELINES
 
 
 def check_components(path: Path, index: Mapping[str, Any]) -> None:
@@ -250,17 +258,16 @@ def quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def load_pipeline(ref: str | Path, family: str, device: Any, dtype: torch.dtype | None, uncond: Any,
+def load_pipeline(ref: str | Path, class_name: str, device: Any, dtype: torch.dtype | None, uncond: Any,
                   sidecar: Mapping[str, Any], local_only: bool = True) -> DiffusionModel:
-    """Load a latent pipeline (directory or hub id) into a :class:`DiffusionModel` (see the module docstring)."""
+    """Load the latent pipeline ``class_name`` (one of :data:`PIPELINES`; a directory or a hub id) into a
+    :class:`DiffusionModel` (see the module docstring)."""
     import diffusers
 
     name = str(ref)
+    family = PIPELINES[class_name]
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    class_name = next(k for k, v in PIPELINES.items() if v == family)
     try:
-        index = diffusers.DiffusionPipeline.load_config(name, local_files_only=local_only)
-        class_name = index.get("_class_name", class_name)
         kwargs: dict[str, Any] = {"low_cpu_mem_usage": False}
         if dtype is not None:  # diffusers renamed torch_dtype to dtype (0.42); older releases know only torch_dtype
             from diffusers.utils import deprecation_utils
@@ -337,6 +344,11 @@ def _assemble(pipe: Any, family: str, name: str, sidecar: Mapping[str, Any], dev
     return with_prompts(model, [""]) if encoder is not None else model
 
 
+def prompt_lines(text: str) -> list[str]:
+    """The prompts of a prompt file: one per line, surrounding blanks and empty lines dropped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def with_prompts(model: DiffusionModel, prompts: Sequence[str], negative_prompt: str | None = None) -> DiffusionModel:
     """``model`` conditioned on ``prompts``: cond i selects prompt i, guidance pairs it with the negative prompt
     (default: the empty prompt, or zeros where the pipeline's config says so)."""
@@ -346,11 +358,7 @@ def with_prompts(model: DiffusionModel, prompts: Sequence[str], negative_prompt:
     cond, neg = model.prompt_encoder(prompts, negative_prompt)
     table = _tree_cat(cond, neg)
     base = model.network.base if isinstance(model.network, PromptTable) else model.network
-    h = hashlib.sha256(str(model.fingerprint_of(base)).encode())  # the denoiser's weights and schedule
-    for key, tensor in _tree_tensors(table):
-        h.update(key.encode())
-        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     info = {**model.info, "num_class_embeds": len(prompts) + 1, "prompts": tuple(prompts),
-            "negative_prompt": negative_prompt, "fingerprint": h.hexdigest()[:24]}
+            "negative_prompt": negative_prompt}
     return replace(model, network=PromptTable(base, table), uncond=torch.tensor(len(prompts), device=model.device),
                    info=info)

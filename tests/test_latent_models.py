@@ -56,6 +56,12 @@ def _ours(path, name: str, times, latents, scale: float, grid=None):
     return sample(model, schedule, latents, cond=torch.arange(len(PROMPTS)), guidance_scale=scale)
 
 
+def _use_dpmpp_2m(pipe) -> None:
+    """The pipeline's scheduler becomes DPM-Solver++ 2M ending at σ = 0: our ``dpmpp_2m``."""
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
+                                                             solver_order=2, final_sigmas_type="zero")
+
+
 def _pipe(cls, path, **kw):
     pipe = cls.from_pretrained(path, low_cpu_mem_usage=False, **kw)
     pipe.set_progress_bar_config(disable=True)
@@ -68,8 +74,7 @@ def test_stable_diffusion_matches_its_pipeline(saved, prediction_type):
     pipe = _pipe(StableDiffusionPipeline, path, safety_checker=None, requires_safety_checker=False)
     latents = _latents()
     for scale in (3.0, 1.0):
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
-                                                                 solver_order=2, final_sigmas_type="zero")
+        _use_dpmpp_2m(pipe)
         expected = pipe(PROMPTS, negative_prompt=[NEGATIVE] * 3, timesteps=TIMES, guidance_scale=scale,
                         latents=latents.clone(), output_type="latent").images
         assert _rel(_ours(path, "dpmpp_2m", TIMES, latents, scale), expected) <= RTOL, scale
@@ -85,8 +90,7 @@ def test_stable_diffusion_matches_its_pipeline(saved, prediction_type):
 def test_sdxl_matches_its_pipeline(saved):
     path = saved("sdxl")
     pipe = _pipe(StableDiffusionXLPipeline, path)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
-                                                             solver_order=2, final_sigmas_type="zero")
+    _use_dpmpp_2m(pipe)
     latents = _latents(seed=1)
     for negative in (NEGATIVE, None):  # None: SDXL's zeroed negative embeddings (force_zeros_for_empty_prompt)
         expected = pipe(PROMPTS, negative_prompt=None if negative is None else [negative] * 3, timesteps=TIMES,
@@ -101,8 +105,7 @@ def test_dit_matches_its_pipeline(saved):
     """DiTPipeline draws its latents from a generator and always decodes: compare the decoded images."""
     path = saved("dit")
     pipe = _pipe(DiTPipeline, path)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
-                                                             solver_order=2, final_sigmas_type="zero")
+    _use_dpmpp_2m(pipe)
     labels = [3, 999, 42]
     model = load_model(path, device="cpu")
     assert model.num_classes == 1000
@@ -120,8 +123,7 @@ def test_dit_matches_its_pipeline(saved):
 def test_pixart_matches_its_pipeline(saved):
     path = saved("pixart")
     pipe = _pipe(PixArtAlphaPipeline, path)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++",
-                                                             solver_order=2, final_sigmas_type="zero")
+    _use_dpmpp_2m(pipe)
     latents = _latents(seed=2)
     expected = pipe(PROMPTS, negative_prompt=NEGATIVE, timesteps=TIMES, guidance_scale=4.5, latents=latents.clone(),
                     output_type="latent", use_resolution_binning=False, clean_caption=False).images
@@ -229,7 +231,7 @@ def test_clip_score_is_clips_own_cosine_and_image_metrics_see_decoded_latents(sa
     assert any(isinstance(m, Decoded) for m in lean_metrics(metrics, "clip_score"))
     noises = NoiseSet.draw(model.sample_shape, 6, 0, model.num_classes)
     latents = sample(model, baseline("dpmpp_2m", 4, model), noises.noise, cond=noises.labels, guidance_scale=2.0)
-    score = replace(decoded, batch_size=4)(latents, noises)["clip_score"]  # decoded in two batches
+    score = replace(decoded, decoder=replace(model.decoder, batch_size=4))(latents, noises)["clip_score"]  # 2 batches
     direct = ClipScore(clip_dir, PROMPTS)(model.decoder(latents), noises)["clip_score"]
     assert score == pytest.approx(direct, rel=1e-5)
     with pytest.raises(ValueError, match="clip_score needs a text-to-image model"):

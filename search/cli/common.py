@@ -175,8 +175,9 @@ def read_prompts(args: argparse.Namespace) -> list[str] | None:
     if args.prompt and args.prompts:
         raise UserError("--prompt and --prompts: give one of them")
     if args.prompts:
-        lines = read_text(args.prompts, f"--prompts {args.prompts}").splitlines()
-        prompts = [line.strip() for line in lines if line.strip()]
+        from schedsearch.solvers.pipelines import prompt_lines
+
+        prompts = prompt_lines(read_text(args.prompts, f"--prompts {args.prompts}"))
         if not prompts:
             raise UserError(f"--prompts {args.prompts}: holds no prompts (one per line)")
         return prompts

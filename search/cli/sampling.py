@@ -111,8 +111,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     if png is not None:
         from torchvision.utils import save_image
 
-        images = x if model.decoder is None else torch.cat([model.decoder(x[i:i + 16]).cpu()
-                                                            for i in range(0, len(x), 16)])
+        images = x if model.decoder is None else model.decoder(x)
         save_image((images.float().cpu() + 1) / 2, png, nrow=int(max(1, round(x.shape[0] ** 0.5))))
     where = ", ".join(str(p) for p in (out, png) if p) or "nowhere (give --out or --png)"
     print(f"sampled {x.shape[0]} with NFE {schedule.nfe} on {model.name}; wrote {where}")

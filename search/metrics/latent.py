@@ -1,7 +1,7 @@
 """Metrics of latent models: image metrics on decoded latents, and the CLIP score of text-to-image samples.
 
-A latent model's samples are latents; :class:`Decoded` runs its VAE decoder once per
-evaluation (batched) and hands the images to every image metric (FID/KID/PR, CLIP score),
+A latent model's samples are latents; :class:`Decoded` runs its VAE decoder (which batches)
+once per evaluation and hands the images to every image metric (FID/KID/PR, CLIP score),
 while the reference-RMSE proxy stays on the latents.
 
 The CLIP score uses transformers' ``CLIPModel`` from a local directory (transformers is already
@@ -34,19 +34,17 @@ class ClipModelError(ValueError):
 
 @dataclass
 class Decoded:
-    """Image metrics applied to the decoded latents (one decode per evaluation, in batches)."""
+    """Image metrics applied to the decoded latents (one decode per evaluation)."""
 
     decoder: Callable[[torch.Tensor], torch.Tensor]
     metrics: Sequence[Metric]
-    batch_size: int = 64
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(name for metric in self.metrics for name in metric.names))
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
-        images = torch.cat([self.decoder(samples[i:i + self.batch_size]).cpu()
-                            for i in range(0, len(samples), self.batch_size)])
+        images = self.decoder(samples)
         values: dict[str, float] = {}
         for metric in self.metrics:
             values.update(metric(images, noises))
@@ -88,15 +86,16 @@ class ClipScore:
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
         self.size = int(self.model.config.vision_config.image_size)
-        self._text: dict[int, torch.Tensor] = {}
+        self._text: torch.Tensor | None = None
 
-    def _text_features(self, label: int) -> torch.Tensor:
-        if label not in self._text:
-            tokens = self.tokenizer([self.prompts[label]], padding=True, truncation=True, return_tensors="pt")
+    def _text_features(self) -> torch.Tensor:
+        """The normalised features of every prompt (P, D), computed once."""
+        if self._text is None:
+            tokens = self.tokenizer(list(self.prompts), padding=True, truncation=True, return_tensors="pt")
             with torch.inference_mode():
                 out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()})
-            self._text[label] = torch.nn.functional.normalize(_features(out).float(), dim=-1)[0]
-        return self._text[label]
+            self._text = torch.nn.functional.normalize(_features(out).float(), dim=-1)
+        return self._text
 
     @torch.inference_mode()
     def _image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -110,11 +109,12 @@ class ClipScore:
         return torch.nn.functional.normalize(_features(out).float(), dim=-1)
 
     def __call__(self, samples: torch.Tensor, noises: NoiseSet) -> dict[str, float]:
-        labels = [0] * len(samples) if noises.labels is None else [int(v) for v in noises.labels]
+        labels = torch.zeros(len(samples), dtype=torch.long) if noises.labels is None else noises.labels.long()
+        text = self._text_features()
         scores = []
         for i in range(0, len(samples), self.batch_size):
             img = self._image_features(samples[i:i + self.batch_size])
-            txt = torch.stack([self._text_features(label) for label in labels[i:i + self.batch_size]]).to(img.device)
+            txt = text[labels[i:i + self.batch_size].to(text.device)].to(img.device)
             scores.append(100.0 * (img * txt).sum(-1).clamp(min=0))
         return {"clip_score": float(torch.cat(scores).mean())}
 
