@@ -89,6 +89,8 @@ class SpaceSpec:
         object.__setattr__(self, "correctors", tuple(Corrector(v) for v in self.correctors))
         object.__setattr__(self, "analytic", tuple(None if v in (None, "none") else AnalyticFirstStep(v)
                                                    for v in self.analytic))
+        if Estimator.FREE in self.estimators:
+            raise SpaceError("estimators: 'free' weights are learned by refinement (schedsearch refine), not searched")
         unknown = set(self.free) - set(DECISIONS)
         if unknown:
             raise SpaceError(f"free: unknown decision {sorted(unknown)[0]!r} (known: {', '.join(DECISIONS)})")

@@ -8,6 +8,9 @@ and in noise-prediction form x_t = (α_t/α_s)·x_s − σ_t · Σ_{k<n} h·φ_{
 D_k ≈ h^k·(d/dλ)^k of x̂₀ (or ε̂) at λ_s and φ₁(z) = (eᶻ−1)/z, φ_{k+1}(z) = (φ_k(z) − 1/k!)/z
 (Lu et al., DPM-Solver / DPM-Solver++; Zhao et al., UniPC; Liu et al., USF). Every update
 is returned as a linear combination ``ratio·x_s + Σ_j w_j·y_j`` over model outputs y_j.
+
+Every function takes plain floats (the executor's plan) or 0-dim float64 tensors (the
+differentiable plan of learned refinement): the same formulas, so both plans agree to rounding.
 """
 
 from __future__ import annotations
@@ -17,9 +20,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .errors import ScheduleError
 from .schedule import Derivative, Estimator, Prediction
+
+#: a coefficient: a float, or a 0-dim float64 tensor that carries gradients
+Scalar = float | torch.Tensor
+
+
+def _expm1(z: Scalar) -> Scalar:
+    return torch.expm1(z) if isinstance(z, torch.Tensor) else math.expm1(z)
+
+
+def _finite(z: Scalar) -> bool:
+    return bool(torch.isfinite(z)) if isinstance(z, torch.Tensor) else math.isfinite(z)
 
 #: Adams–Bashforth weights used by iPNDM (Zhang & Chen, DEIS), newest point first.
 IPNDM_WEIGHTS: dict[int, tuple[float, ...]] = {
@@ -30,7 +45,7 @@ IPNDM_WEIGHTS: dict[int, tuple[float, ...]] = {
 }
 
 
-def phi(k: int, z: float) -> float:
+def phi(k: int, z: Scalar) -> Scalar:
     """φ_k(z) = Σ_{j≥0} zʲ/(j+k)! for k ≥ 1 (series near 0, recurrence elsewhere)."""
     if abs(z) < 1.0:
         term, total = 1.0 / math.factorial(k), 0.0
@@ -40,17 +55,22 @@ def phi(k: int, z: float) -> float:
             if abs(term) < 1e-18 * abs(total):
                 break
         return total + term
-    value = math.expm1(z) / z
+    value = _expm1(z) / z
     for j in range(1, k):
         value = (value - 1.0 / math.factorial(j)) / z
     return value
 
 
-def derivative_weights(offsets: Sequence[float], k: int) -> np.ndarray:
+def derivative_weights(offsets: Sequence[Scalar], k: int) -> np.ndarray | torch.Tensor:
     """Weights a_m with D_k = Σ_m a_m·(y_m − y_s) for the polynomial through s and the points.
 
     ``offsets`` are r_m = (λ_m − λ_s)/h; D_k is h^k times the k-th derivative at λ_s.
     """
+    if any(isinstance(o, torch.Tensor) for o in offsets):
+        rt = torch.stack([torch.as_tensor(o, dtype=torch.float64) for o in offsets])
+        pw = torch.arange(1, rt.numel() + 1, dtype=torch.float64)
+        fact = torch.tensor([math.factorial(p) for p in range(1, rt.numel() + 1)], dtype=torch.float64)
+        return torch.linalg.inv(rt[:, None] ** pw[None, :] / fact[None, :])[k - 1]
     r = np.asarray(offsets, dtype=np.float64)
     q = r.size
     powers = np.arange(1, q + 1)
@@ -62,18 +82,29 @@ def derivative_weights(offsets: Sequence[float], k: int) -> np.ndarray:
 class Node:
     """A point of the trajectory: λ, α, σ at one time."""
 
-    lam: float
-    alpha: float
-    sigma: float
+    lam: Scalar
+    alpha: Scalar
+    sigma: Scalar
 
 
 @dataclass(frozen=True)
 class Update:
     """x_new = ratio·x_s + Σ weight·y[point], with y the ``prediction`` of each point."""
 
-    ratio: float
+    ratio: Scalar
     prediction: Prediction
-    weights: tuple[tuple[int, float], ...]
+    weights: tuple[tuple[int, Scalar], ...]
+
+
+def step_ratio(prediction: Prediction, s: Node, t: Node) -> Scalar:
+    """The exact factor on x_s of a step s → t: σ_t/σ_s (data prediction) or α_t/α_s (noise)."""
+    if prediction is Prediction.DATA:
+        if s.sigma <= 0:
+            raise ScheduleError("cannot integrate from σ = 0")
+        return t.sigma / s.sigma
+    if s.alpha <= 0:
+        raise ScheduleError("noise prediction cannot start where α = 0 (use data prediction)")
+    return t.alpha / s.alpha
 
 
 def exponential_update(
@@ -85,22 +116,17 @@ def exponential_update(
     t: Node,
     nodes: Mapping[int, Node],
     new_point: int | None = None,
+    relaxations: Sequence[Scalar] | None = None,
 ) -> Update:
     """The update s → t of order ``len(derivatives) + 1`` (+1 with ``new_point``, the corrector).
 
     ``derivatives[k]`` names the earlier points (offsets from ``s_index``) for D_{k+1};
     with ``new_point`` (the index of the point at t) every estimate also uses that point
     and one more derivative is estimated from the highest one's points plus it (UniC).
+    ``relaxations`` replace the derivatives' own (refinement learns them).
     """
     data = prediction is Prediction.DATA
-    if data:
-        if s.sigma <= 0:
-            raise ScheduleError("cannot integrate from σ = 0")
-        ratio = t.sigma / s.sigma
-    else:
-        if s.alpha <= 0:
-            raise ScheduleError("noise prediction cannot start where α = 0 (use data prediction)")
-        ratio = t.alpha / s.alpha
+    ratio = step_ratio(prediction, s, t)
 
     if t.sigma == 0.0:  # exact limit h → ∞ of the first-order step to the data
         if derivatives or new_point is not None:
@@ -111,13 +137,16 @@ def exponential_update(
     h = t.lam - s.lam
     if data:
         scale, z = t.alpha, -h
-        c0 = -t.alpha * math.expm1(-h)
+        c0 = -t.alpha * _expm1(-h)
     else:
         scale, z = -t.sigma, h
         c0 = -(t.alpha * s.sigma / s.alpha - t.sigma)  # −σ_t(eʰ − 1), stable
-    weights: dict[int, float] = {s_index: c0}
+    weights: dict[int, Scalar] = {s_index: c0}
 
-    specs = [(tuple(s_index + p for p in d.active_points), d.relaxation) for d in derivatives]
+    rel = [d.relaxation for d in derivatives] if relaxations is None else list(relaxations)
+    specs: list[tuple[tuple[int, ...], Scalar]] = [
+        (tuple(s_index + p for p in d.active_points), r) for d, r in zip(derivatives, rel)
+    ]
     if new_point is not None:
         specs = [((*pts, new_point), rel) for pts, rel in specs]
         top = specs[-1][0] if specs else (new_point,)
@@ -125,7 +154,7 @@ def exponential_update(
 
     for k, (points, relaxation) in enumerate(specs, start=1):
         offsets = [(nodes[j].lam - s.lam) / h for j in points]
-        if not all(math.isfinite(o) for o in offsets):
+        if not all(_finite(o) for o in offsets):
             raise ScheduleError("a finite difference uses a point where λ is infinite (α = 0 or σ = 0)")
         a = derivative_weights(offsets, k)
         if k == 1 and len(points) == 1 and estimator in (Estimator.BH1, Estimator.BH2):

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from .models import DiffusionModel, Parameterization
@@ -116,7 +115,5 @@ class _MixtureDenoiser:
         self.mixture, self.noise_schedule = mixture, noise_schedule
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        alpha, sigma = self.noise_schedule.alpha_sigma(t.detach().cpu().double().numpy())
-        a = torch.from_numpy(np.asarray(alpha)).to(x)
-        s = torch.from_numpy(np.asarray(sigma)).to(x)
-        return self.mixture.denoise(x, a, s)
+        alpha, sigma = self.noise_schedule.alpha_sigma_torch(t.to(torch.float64))  # differentiable in t
+        return self.mixture.denoise(x, alpha.to(x), sigma.to(x))

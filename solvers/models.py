@@ -111,23 +111,23 @@ class DiffusionModel:
         """Dtype of the sampler state: at least float32 (fp16/bf16 models are upcast)."""
         return torch.float64 if self.dtype == torch.float64 else torch.float32
 
-    def output(self, x: torch.Tensor, t: float, cond: Any = None, guidance_scale: float | None = None) -> torch.Tensor:
+    def output(self, x: torch.Tensor, t: float | torch.Tensor, cond: Any = None, guidance_scale: float | None = None) -> torch.Tensor:
         """Raw network output at time ``t``, with classifier-free guidance when asked."""
         batch = x.shape[0]
         xin = x.to(self.dtype)
         guided = guidance_scale is not None and guidance_scale != 1.0
         if not guided:
-            times = torch.full((batch,), t, device=x.device, dtype=self.dtype)
-            return self.network(xin, times, cond).to(x.dtype)
+            return self.network(xin, _batch_times(t, batch, x.device, self.dtype), cond).to(x.dtype)
         if self.uncond is None or cond is None:
             raise SolverError("guidance_scale needs conditioning (cond) and a model with an unconditional input (uncond)")
-        times = torch.full((2 * batch,), t, device=x.device, dtype=self.dtype)
+        times = _batch_times(t, 2 * batch, x.device, self.dtype)
         both = self.network(torch.cat([xin, xin]), times, _stack_cond(cond, self.uncond, batch))
         out_c, out_u = both.to(x.dtype).chunk(2)
         return out_u + guidance_scale * (out_c - out_u)
 
     def predict(
-        self, x: torch.Tensor, t: float, alpha: float, sigma: float, cond: Any = None, guidance_scale: float | None = None
+        self, x: torch.Tensor, t: float | torch.Tensor, alpha: float | torch.Tensor, sigma: float | torch.Tensor,
+        cond: Any = None, guidance_scale: float | None = None
     ) -> Predictions:
         """x̂₀ and ε̂ at (x, t), α = α(t), σ = σ(t)."""
         return self.convert(self.output(x, t, cond, guidance_scale), x, alpha, sigma)
@@ -138,6 +138,13 @@ class DiffusionModel:
     def analytic(self, x: torch.Tensor, alpha: float, sigma: float, kind: str) -> Predictions:
         """Predictions of the analytical first step: x̂₀ = 0 or x̂₀ = data mean."""
         return analytic_predictions(x, alpha, sigma, kind, self.data_mean)
+
+
+def _batch_times(t: float | torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One time per sample; a tensor ``t`` keeps its gradient (learned refinement)."""
+    if isinstance(t, torch.Tensor):
+        return t.to(device=device, dtype=dtype).expand(batch)
+    return torch.full((batch,), t, device=device, dtype=dtype)
 
 
 def convert_output(p: Parameterization, out: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float) -> Predictions:

@@ -69,6 +69,16 @@ class NoiseSchedule(ABC):
         lam = self.lambda_(t)
         return np.exp(-0.5 * _softplus(-2.0 * lam)), np.exp(-0.5 * _softplus(2.0 * lam))
 
+    @abstractmethod
+    def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`lambda_` in torch (float64 in, float64 out), differentiable in ``t``."""
+
+    def alpha_sigma_torch(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`alpha_sigma` in torch, differentiable in ``t``."""
+        lam = self.lambda_torch(t)
+        zero = torch.zeros_like(lam)
+        return torch.exp(-0.5 * torch.logaddexp(zero, -2.0 * lam)), torch.exp(-0.5 * torch.logaddexp(zero, 2.0 * lam))
+
     def rho(self, t: ArrayLike) -> np.ndarray:
         """σ/α: the EDM / k-diffusion "sigma" of time t."""
         return np.exp(-self.lambda_(t))
@@ -148,6 +158,13 @@ class DiscreteVP(NoiseSchedule):
         lam = np.interp(t, np.arange(self.num_train_timesteps, dtype=np.float64), self._lambdas)  # type: ignore[attr-defined]
         return np.where(t == self.data_time, np.inf, lam)
 
+    def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
+        lams = torch.as_tensor(self._lambdas, dtype=t.dtype, device=t.device)  # type: ignore[attr-defined]
+        inside = t.clamp(0.0, self.t_max)
+        i = inside.detach().floor().long().clamp(max=self.num_train_timesteps - 2)
+        lam = lams[i] + (inside - i.to(t.dtype)) * (lams[i + 1] - lams[i])
+        return torch.where(t == self.data_time, torch.full_like(lam, math.inf), lam)
+
     def t_of_lambda(self, lam: ArrayLike) -> np.ndarray:
         grid = np.arange(self.num_train_timesteps, dtype=np.float64)
         return np.interp(np.asarray(lam, dtype=np.float64), self._lambdas[::-1], grid[::-1])  # type: ignore[attr-defined]
@@ -193,6 +210,10 @@ class ContinuousVPLinear(NoiseSchedule):
             log_sigma = 0.5 * np.log(-np.expm1(2.0 * log_alpha))
         return log_alpha - log_sigma
 
+    def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
+        log_alpha = -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+        return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
+
     def t_of_lambda(self, lam: ArrayLike) -> np.ndarray:
         neg_log_alpha = 0.5 * _softplus(-2.0 * np.asarray(lam, dtype=np.float64))
         a, b = 0.25 * (self.beta_1 - self.beta_0), 0.5 * self.beta_0
@@ -230,6 +251,11 @@ class ContinuousVPCosine(NoiseSchedule):
             log_sigma = 0.5 * np.log(-np.expm1(2.0 * log_alpha))
         return log_alpha - log_sigma
 
+    def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
+        scale = math.pi / 2 / (1.0 + self.s)
+        log_alpha = torch.log(torch.cos((t + self.s) * scale)) - math.log(math.cos(self.s * scale))
+        return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
+
     def t_of_lambda(self, lam: ArrayLike) -> np.ndarray:
         log_alpha = -0.5 * _softplus(-2.0 * np.asarray(lam, dtype=np.float64))
         scale = math.pi / 2 / (1.0 + self.s)
@@ -265,6 +291,12 @@ class EDM(NoiseSchedule):
     def alpha_sigma(self, t: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(t, dtype=np.float64)
         return np.ones_like(t), t.copy()
+
+    def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.log(t)
+
+    def alpha_sigma_torch(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones_like(t), t.clone()
 
     def spec(self) -> dict[str, Any]:
         return {"family": "edm", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
@@ -305,6 +337,12 @@ class RectifiedFlow(NoiseSchedule):
     def alpha_sigma(self, t: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(t, dtype=np.float64)
         return 1.0 - t, t.copy()
+
+    def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(-t) - torch.log(t)
+
+    def alpha_sigma_torch(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 1.0 - t, t.clone()
 
     def spec(self) -> dict[str, Any]:
         extra = {} if self.shift == 1.0 else {"shift": self.shift}

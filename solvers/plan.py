@@ -2,23 +2,29 @@
 
 All scalar work (λ, α, σ, φ-functions, finite-difference weights) happens here, once per
 schedule, in float64; the executor only combines tensors with these coefficients.
+:func:`compile_plan` gives plain floats; :func:`differentiable_plan` runs the same formulas on
+float64 tensors, so that gradients reach the times, the relaxations and free weights
+(learned refinement).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .coefficients import Node, Update, exponential_update, ipndm_update
+import torch
+
+from .coefficients import Node, Scalar, Update, exponential_update, ipndm_update, step_ratio
 from .errors import ScheduleError
 from .noise_schedules import NoiseSchedule
-from .schedule import AnalyticFirstStep, Corrector, Estimator, Schedule
+from .schedule import AnalyticFirstStep, Corrector, Estimator, Schedule, Step
 
 
 @dataclass(frozen=True)
 class StepPlan:
     """Point i is evaluated at ``time``; ``predictor`` then gives x_{i+1}."""
 
-    time: float
+    time: Scalar
     node: Node
     predictor: Update
     corrector: Update | None
@@ -40,22 +46,60 @@ def compile_plan(schedule: Schedule, noise_schedule: NoiseSchedule) -> Plan:
     times = schedule.timesteps
     lam = noise_schedule.lambda_(list(times))
     alpha, sigma = noise_schedule.alpha_sigma(list(times))
-    nodes = {j: Node(float(lam[j]), float(alpha[j]), float(sigma[j])) for j in range(len(times))}
+    nodes = [Node(float(lam[j]), float(alpha[j]), float(sigma[j])) for j in range(len(times))]
+    return _build(schedule, list(times), nodes)
+
+
+def differentiable_plan(
+    schedule: Schedule,
+    noise_schedule: NoiseSchedule,
+    times: torch.Tensor | None = None,
+    relaxations: Mapping[int, Sequence[Scalar]] | None = None,
+    weight_offsets: Mapping[int, torch.Tensor] | None = None,
+) -> Plan:
+    """The plan of ``schedule`` as float64 tensors, differentiable in
+
+    - ``times`` (N+1,): replaces the schedule's times (default: them);
+    - ``relaxations[i]``: step i's derivative relaxations (default: the schedule's);
+    - ``weight_offsets[i]``: added to step i's predictor weights, one per point of ``Step.points``.
+
+    With no arguments it equals :func:`compile_plan` to rounding.
+    """
+    t = torch.as_tensor(schedule.timesteps, dtype=torch.float64) if times is None else times
+    if t.shape != (len(schedule.timesteps),):
+        raise ScheduleError(f"times: expected {len(schedule.timesteps)} values, got shape {tuple(t.shape)}")
+    schedule.check_for(noise_schedule)
+    lam = noise_schedule.lambda_torch(t)
+    alpha, sigma = noise_schedule.alpha_sigma_torch(t)
+    nodes = [Node(lam[j], alpha[j], sigma[j]) for j in range(t.numel())]
+    return _build(schedule, list(t.unbind()), nodes, relaxations or {}, weight_offsets or {})
+
+
+def _build(
+    schedule: Schedule,
+    times: list[Scalar],
+    nodes: list[Node],
+    relaxations: Mapping[int, Sequence[Scalar]] | None = None,
+    weight_offsets: Mapping[int, torch.Tensor] | None = None,
+) -> Plan:
+    relaxations = relaxations or {}
+    weight_offsets = weight_offsets or {}
+    node_map = dict(enumerate(nodes))
     steps = []
     for i, step in enumerate(schedule.steps):
         s, t = nodes[i], nodes[i + 1]
+        rel = relaxations.get(i)
         try:
-            if step.estimator is Estimator.IPNDM:
-                predictor = ipndm_update(step.order, i, s, t)
-            else:
-                predictor = exponential_update(
-                    step.prediction, step.estimator, step.derivatives, i, s, t, nodes
-                )
+            predictor = _predictor(step, i, s, t, node_map, rel)
+            if i in weight_offsets:
+                offsets = weight_offsets[i]
+                predictor = Update(predictor.ratio, predictor.prediction,
+                                   tuple((j, w + offsets[k]) for k, (j, w) in enumerate(predictor.weights)))
             corrector = None
             if step.corrector is not Corrector.NONE:
-                corrector = exponential_update(
-                    step.prediction, step.estimator, step.derivatives, i, s, t, nodes, new_point=i + 1
-                )
+                estimator = Estimator.TAYLOR if step.estimator is Estimator.FREE else step.estimator
+                corrector = exponential_update(step.prediction, estimator, step.derivatives, i, s, t, node_map,
+                                               new_point=i + 1, relaxations=rel)
         except ScheduleError as exc:
             raise ScheduleError(f"steps[{i}]: {exc}") from None
         steps.append(StepPlan(times[i], s, predictor, corrector, step.corrector))
@@ -66,3 +110,14 @@ def compile_plan(schedule: Schedule, noise_schedule: NoiseSchedule) -> Plan:
                 for j, _ in update.weights:
                     last_use[j] = max(last_use[j], i + 1 if update is sp.corrector else i)
     return Plan(tuple(steps), schedule.analytic_first_step, schedule.nfe, tuple(last_use))
+
+
+def _predictor(step: Step, i: int, s: Node, t: Node, nodes: Mapping[int, Node],
+               relaxations: Sequence[Scalar] | None) -> Update:
+    """Step i's update from x_i to x_{i+1}; its weights are in the order of ``step.points``."""
+    if step.estimator is Estimator.FREE:
+        return Update(step_ratio(step.prediction, s, t), step.prediction, tuple((i + j, w) for j, w in step.weights))
+    if step.estimator is Estimator.IPNDM:
+        return ipndm_update(step.order, i, s, t)
+    return exponential_update(step.prediction, step.estimator, step.derivatives, i, s, t, nodes,
+                              relaxations=relaxations)

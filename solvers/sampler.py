@@ -21,11 +21,12 @@ from .schedule import Corrector, Prediction, Schedule
 
 
 def apply_update(update: Update, x: torch.Tensor, points: dict[int, Predictions]) -> torch.Tensor:
-    """ratio·x + Σ w_j·y_j with y the update's prediction kind."""
+    """ratio·x + Σ w_j·y_j with y the update's prediction kind (out of place where a weight is a tensor)."""
     out = x * update.ratio
     data = update.prediction is Prediction.DATA
     for j, w in update.weights:
-        out.add_(points[j].data if data else points[j].noise, alpha=w)
+        y = points[j].data if data else points[j].noise
+        out = out + w * y if isinstance(w, torch.Tensor) else out.add_(y, alpha=w)
     return out
 
 
@@ -53,9 +54,19 @@ def sample(
     """
     if plan is None:
         plan = compile_plan(schedule, model.noise_schedule)
+    return integrate(model, plan, noise, cond, schedule.guidance_scale if guidance_scale is None else guidance_scale)
+
+
+def integrate(model: DiffusionModel, plan: Plan, noise: torch.Tensor, cond: Any = None,
+              guidance_scale: float | None = None) -> torch.Tensor:
+    """The executor: ``plan`` from ``noise`` at t₀ to x at t_N, ``plan.nfe`` model calls.
+
+    Differentiable when called outside inference mode with a :func:`differentiable_plan`:
+    gradients then reach the plan's times and coefficients (and ``noise``).
+    """
     if tuple(noise.shape[1:]) != tuple(model.sample_shape):
         raise SolverError(f"noise: shape {tuple(noise.shape)} does not match the model's (N, {model.sample_shape})")
-    scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
+    scale = guidance_scale
     if scale is not None and not math.isfinite(scale):
         raise SolverError(f"guidance_scale: {scale} is not finite")
     if not torch.isfinite(noise).all():

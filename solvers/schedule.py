@@ -4,7 +4,9 @@ A :class:`Schedule` is a frozen value. Constructing one validates it structurall
 monotone and finite, orders legal for their position, derivative points that exist,
 no corrector on the last step); :meth:`Schedule.check_for` checks it against a
 model's noise schedule (time domain and range). ``to_json``/``from_json`` implement
-the ``schedsearch.schedule/1`` format; every error names the offending field.
+the ``schedsearch.schedule/1`` format and its successor ``/2`` (written only for schedules with
+``free`` steps, so every other schedule keeps its /1 file and hash); every error names the
+offending field.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from .errors import ScheduleError
 from .noise_schedules import DATA_TIME, NoiseSchedule
 
 FORMAT = "schedsearch.schedule/1"
+#: the format of schedules with free (learned) weights; files of either format load
+FORMAT_V2 = "schedsearch.schedule/2"
+FORMATS = (FORMAT, FORMAT_V2)
 MAX_ORDER = 4
 
 
@@ -50,13 +55,16 @@ class Estimator(StrEnum):
     Taylor form). ``bh1``/``bh2``: UniPC's B(h) forms: a first derivative from a single
     difference is weighted B(h)/2 (B = h, or eᶻ−1) instead of hφ₂; for fits of higher
     degree B(h) cancels and the weights are exact. ``ipndm``: improved PNDM, fixed
-    Adams–Bashforth weights on ε̂ in the σ/α variable (noise prediction only).
+    Adams–Bashforth weights on ε̂ in the σ/α variable (noise prediction only). ``free``:
+    the step's weights on its points are given explicitly (learned by refinement); the
+    ratio on x_s stays the exact one, and a corrector, if any, uses the Taylor weights.
     """
 
     TAYLOR = "taylor"
     BH1 = "bh1"
     BH2 = "bh2"
     IPNDM = "ipndm"
+    FREE = "free"
 
 
 class AnalyticFirstStep(StrEnum):
@@ -81,13 +89,18 @@ class Derivative:
 
 @dataclass(frozen=True)
 class Step:
-    """The decision for one interval t_i → t_{i+1}."""
+    """The decision for one interval t_i → t_{i+1}.
+
+    ``weights`` (``free`` steps only) are (offset, weight) pairs on the step's points: 0 (the
+    current point) and every derivative's active points, in that order.
+    """
 
     prediction: Prediction = Prediction.DATA
     order: int = 1
     derivatives: tuple[Derivative, ...] = ()
     corrector: Corrector = Corrector.NONE
     estimator: Estimator = Estimator.TAYLOR
+    weights: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prediction", Prediction(self.prediction))
@@ -96,6 +109,15 @@ class Step:
         if not self.derivatives and self.order > 1:
             object.__setattr__(self, "derivatives", default_derivatives(self.order))
         object.__setattr__(self, "derivatives", tuple(self.derivatives))
+        object.__setattr__(self, "weights", tuple((int(j), float(w)) for j, w in self.weights))
+
+    @property
+    def points(self) -> tuple[int, ...]:
+        """Offsets of the model outputs the predictor reads: 0, then each derivative's new active points."""
+        out = [0]
+        for der in self.derivatives:
+            out.extend(p for p in der.active_points if p not in out)
+        return tuple(out)
 
 
 def default_derivatives(order: int) -> tuple[Derivative, ...]:
@@ -151,9 +173,14 @@ class Schedule:
 
     # -- JSON -----------------------------------------------------------------------------
 
+    @property
+    def format(self) -> str:
+        """The file format this schedule needs: /2 with free steps, else /1."""
+        return FORMAT_V2 if any(step.estimator is Estimator.FREE for step in self.steps) else FORMAT
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "format": FORMAT,
+            "format": self.format,
             "time_domain": self.time_domain,
             "timesteps": list(self.timesteps),
             "steps": [_step_to_dict(s) for s in self.steps],
@@ -241,6 +268,16 @@ def _validate_step(i: int, step: Step, *, last: bool, to_data: bool) -> None:
             raise ScheduleError(f"{dwhere}.relaxation: {der.relaxation} is not finite")
     if last and step.corrector is not Corrector.NONE:
         raise ScheduleError(f"{where}.corrector: the last step cannot be corrected (got {step.corrector.value!r})")
+    if step.estimator is Estimator.FREE:
+        offsets = tuple(j for j, _ in step.weights)
+        if offsets != step.points:
+            raise ScheduleError(f"{where}.weights: a free step needs one weight per point {list(step.points)} "
+                                f"in that order, got points {list(offsets)}")
+        for j, w in step.weights:
+            if not math.isfinite(w):
+                raise ScheduleError(f"{where}.weights: the weight on point {j} is not finite ({w})")
+    elif step.weights:
+        raise ScheduleError(f"{where}.weights: only 'free' steps carry weights (estimator {step.estimator.value!r})")
     if step.estimator is Estimator.IPNDM:
         if step.prediction is not Prediction.NOISE:
             raise ScheduleError(f"{where}.estimator: 'ipndm' integrates noise predictions only")
@@ -265,6 +302,8 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
     out["corrector"] = step.corrector.value
     if step.estimator is not Estimator.TAYLOR:
         out["estimator"] = step.estimator.value
+    if step.weights:
+        out["weights"] = [[j, w] for j, w in step.weights]
     return out
 
 
@@ -291,7 +330,7 @@ def _int(value: Any, where: str) -> int:
     return int(value)
 
 
-_STEP_KEYS = {"prediction", "order", "derivatives", "corrector", "estimator"}
+_STEP_KEYS = {"prediction", "order", "derivatives", "corrector", "estimator", "weights"}
 _TOP_KEYS = {"format", "time_domain", "timesteps", "steps", "analytic_first_step", "nfe", "guidance_scale", "provenance"}
 
 
@@ -307,7 +346,7 @@ def _derivative_from(data: Any, where: str) -> Derivative:
     return Derivative(points, _number(data.get("relaxation", 1.0), f"{where}.relaxation"))
 
 
-def _step_from(data: Any, where: str) -> Step:
+def _step_from(data: Any, where: str, version: str) -> Step:
     _expect(isinstance(data, Mapping), f"{where}: expected an object, got {type(data).__name__}")
     unknown = set(data) - _STEP_KEYS
     if unknown:
@@ -323,18 +362,34 @@ def _step_from(data: Any, where: str) -> Step:
             len(ders) == order - 1,
             f"{where}.derivatives: order {order} needs {order - 1} derivative estimators, got {len(ders)}",
         )
+    weights: tuple[tuple[int, float], ...] = ()
+    if "weights" in data:
+        _expect(version == FORMAT_V2, f"{where}.weights: free weights need format {FORMAT_V2!r}")
+        raw = data["weights"]
+        _expect(isinstance(raw, Sequence) and not isinstance(raw, str), f"{where}.weights: expected a list")
+        pairs = []
+        for k, pair in enumerate(raw):
+            _expect(isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2,
+                    f"{where}.weights[{k}]: expected [point offset, weight]")
+            pairs.append((_int(pair[0], f"{where}.weights[{k}]"), _number(pair[1], f"{where}.weights[{k}]")))
+        weights = tuple(pairs)
+    estimator = _enum(Estimator, data.get("estimator", "taylor"), f"{where}.estimator")
+    _expect(estimator is not Estimator.FREE or version == FORMAT_V2,
+            f"{where}.estimator: 'free' steps need format {FORMAT_V2!r}")
     return Step(
         prediction=_enum(Prediction, data.get("prediction", "data"), f"{where}.prediction"),
         order=order,
         derivatives=ders,
         corrector=_enum(Corrector, data.get("corrector", "none"), f"{where}.corrector"),
-        estimator=_enum(Estimator, data.get("estimator", "taylor"), f"{where}.estimator"),
+        estimator=estimator,
+        weights=weights,
     )
 
 
 def _from_dict(data: Any) -> Schedule:
     _expect(isinstance(data, Mapping), f"schedule: expected a JSON object, got {type(data).__name__}")
-    _expect(data.get("format") == FORMAT, f"format: expected {FORMAT!r}, got {data.get('format')!r}")
+    version = data.get("format")
+    _expect(version in FORMATS, f"format: expected {' or '.join(map(repr, FORMATS))}, got {version!r}")
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise ScheduleError(f"schedule: unknown field {sorted(unknown)[0]!r}")
@@ -345,7 +400,7 @@ def _from_dict(data: Any) -> Schedule:
     timesteps = tuple(_number(t, f"timesteps[{i}]") for i, t in enumerate(times))
     steps_raw = data["steps"]
     _expect(isinstance(steps_raw, Sequence) and not isinstance(steps_raw, str), "steps: expected a list")
-    steps = tuple(_step_from(s, f"steps[{i}]") for i, s in enumerate(steps_raw))
+    steps = tuple(_step_from(s, f"steps[{i}]", str(version)) for i, s in enumerate(steps_raw))
     first = data.get("analytic_first_step")
     gs = data.get("guidance_scale")
     provenance = data.get("provenance", {})
