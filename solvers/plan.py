@@ -56,12 +56,14 @@ def differentiable_plan(
     times: torch.Tensor | None = None,
     relaxations: Mapping[int, Sequence[Scalar]] | None = None,
     weight_offsets: Mapping[int, torch.Tensor] | None = None,
+    corrector_offsets: Mapping[int, torch.Tensor] | None = None,
 ) -> Plan:
     """The plan of ``schedule`` as float64 tensors, differentiable in
 
     - ``times`` (N+1,): replaces the schedule's times (default: them);
     - ``relaxations[i]``: step i's derivative relaxations (default: the schedule's);
-    - ``weight_offsets[i]``: added to step i's predictor weights, one per point of ``Step.points``.
+    - ``weight_offsets[i]``: added to step i's predictor weights, one per point of ``Step.points``;
+    - ``corrector_offsets[i]``: added to step i's corrector weights (those points, then +1).
 
     With no arguments it equals :func:`compile_plan` to rounding.
     """
@@ -72,7 +74,7 @@ def differentiable_plan(
     lam = noise_schedule.lambda_torch(t)
     alpha, sigma = noise_schedule.alpha_sigma_torch(t)
     nodes = [Node(lam[j], alpha[j], sigma[j]) for j in range(t.numel())]
-    return _build(schedule, list(t.unbind()), nodes, relaxations or {}, weight_offsets or {})
+    return _build(schedule, list(t.unbind()), nodes, relaxations, weight_offsets, corrector_offsets)
 
 
 def _build(
@@ -81,25 +83,27 @@ def _build(
     nodes: list[Node],
     relaxations: Mapping[int, Sequence[Scalar]] | None = None,
     weight_offsets: Mapping[int, torch.Tensor] | None = None,
+    corrector_offsets: Mapping[int, torch.Tensor] | None = None,
 ) -> Plan:
     relaxations = relaxations or {}
     weight_offsets = weight_offsets or {}
+    corrector_offsets = corrector_offsets or {}
     node_map = dict(enumerate(nodes))
     steps = []
     for i, step in enumerate(schedule.steps):
         s, t = nodes[i], nodes[i + 1]
         rel = relaxations.get(i)
         try:
-            predictor = _predictor(step, i, s, t, node_map, rel)
-            if i in weight_offsets:
-                offsets = weight_offsets[i]
-                predictor = Update(predictor.ratio, predictor.prediction,
-                                   tuple((j, w + offsets[k]) for k, (j, w) in enumerate(predictor.weights)))
+            predictor = _ordered(_predictor(step, i, s, t, node_map, rel), i, step.points, weight_offsets.get(i))
             corrector = None
             if step.corrector is not Corrector.NONE:
-                estimator = Estimator.TAYLOR if step.estimator is Estimator.FREE else step.estimator
-                corrector = exponential_update(step.prediction, estimator, step.derivatives, i, s, t, node_map,
-                                               new_point=i + 1, relaxations=rel)
+                if step.estimator is Estimator.FREE:
+                    corrector = Update(step_ratio(step.prediction, s, t), step.prediction,
+                                       tuple((i + j, w) for j, w in step.corrector_weights))
+                else:
+                    corrector = exponential_update(step.prediction, step.estimator, step.derivatives, i, s, t,
+                                                   node_map, new_point=i + 1, relaxations=rel)
+                corrector = _ordered(corrector, i, (*step.points, 1), corrector_offsets.get(i))
         except ScheduleError as exc:
             raise ScheduleError(f"steps[{i}]: {exc}") from None
         steps.append(StepPlan(times[i], s, predictor, corrector, step.corrector))
@@ -110,6 +114,13 @@ def _build(
                 for j, _ in update.weights:
                     last_use[j] = max(last_use[j], i + 1 if update is sp.corrector else i)
     return Plan(tuple(steps), schedule.analytic_first_step, schedule.nfe, tuple(last_use))
+
+
+def _ordered(update: Update, i: int, points: tuple[int, ...], offsets: torch.Tensor | None) -> Update:
+    """``update`` with its weights in the order of ``points`` (offsets from i), plus ``offsets`` if given."""
+    by_point = dict(update.weights)
+    weights = tuple((i + j, by_point[i + j] + (0.0 if offsets is None else offsets[k])) for k, j in enumerate(points))
+    return Update(update.ratio, update.prediction, weights)
 
 
 def _predictor(step: Step, i: int, s: Node, t: Node, nodes: Mapping[int, Node],

@@ -56,8 +56,8 @@ class Estimator(StrEnum):
     difference is weighted B(h)/2 (B = h, or eᶻ−1) instead of hφ₂; for fits of higher
     degree B(h) cancels and the weights are exact. ``ipndm``: improved PNDM, fixed
     Adams–Bashforth weights on ε̂ in the σ/α variable (noise prediction only). ``free``:
-    the step's weights on its points are given explicitly (learned by refinement); the
-    ratio on x_s stays the exact one, and a corrector, if any, uses the Taylor weights.
+    the weights of the step (and of its corrector) on its points are given explicitly
+    (learned by refinement); the ratio on x_s stays the exact one.
     """
 
     TAYLOR = "taylor"
@@ -92,7 +92,8 @@ class Step:
     """The decision for one interval t_i → t_{i+1}.
 
     ``weights`` (``free`` steps only) are (offset, weight) pairs on the step's points: 0 (the
-    current point) and every derivative's active points, in that order.
+    current point) and every derivative's active points, in that order; ``corrector_weights``
+    (free steps with a corrector) the same on those points and +1, the point at the step's end.
     """
 
     prediction: Prediction = Prediction.DATA
@@ -101,6 +102,7 @@ class Step:
     corrector: Corrector = Corrector.NONE
     estimator: Estimator = Estimator.TAYLOR
     weights: tuple[tuple[int, float], ...] = ()
+    corrector_weights: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prediction", Prediction(self.prediction))
@@ -110,6 +112,7 @@ class Step:
             object.__setattr__(self, "derivatives", default_derivatives(self.order))
         object.__setattr__(self, "derivatives", tuple(self.derivatives))
         object.__setattr__(self, "weights", tuple((int(j), float(w)) for j, w in self.weights))
+        object.__setattr__(self, "corrector_weights", tuple((int(j), float(w)) for j, w in self.corrector_weights))
 
     @property
     def points(self) -> tuple[int, ...]:
@@ -269,14 +272,16 @@ def _validate_step(i: int, step: Step, *, last: bool, to_data: bool) -> None:
     if last and step.corrector is not Corrector.NONE:
         raise ScheduleError(f"{where}.corrector: the last step cannot be corrected (got {step.corrector.value!r})")
     if step.estimator is Estimator.FREE:
-        offsets = tuple(j for j, _ in step.weights)
-        if offsets != step.points:
-            raise ScheduleError(f"{where}.weights: a free step needs one weight per point {list(step.points)} "
-                                f"in that order, got points {list(offsets)}")
-        for j, w in step.weights:
-            if not math.isfinite(w):
-                raise ScheduleError(f"{where}.weights: the weight on point {j} is not finite ({w})")
-    elif step.weights:
+        corrected = step.corrector is not Corrector.NONE
+        for name, pairs, points in (("weights", step.weights, step.points),
+                                    ("corrector_weights", step.corrector_weights, (*step.points, 1) if corrected else ())):
+            if tuple(j for j, _ in pairs) != points:
+                raise ScheduleError(f"{where}.{name}: a free step{' with a corrector' if corrected else ''} needs one "
+                                    f"weight per point {list(points)} in that order, got points {[j for j, _ in pairs]}")
+            for j, w in pairs:
+                if not math.isfinite(w):
+                    raise ScheduleError(f"{where}.{name}: the weight on point {j} is not finite ({w})")
+    elif step.weights or step.corrector_weights:
         raise ScheduleError(f"{where}.weights: only 'free' steps carry weights (estimator {step.estimator.value!r})")
     if step.estimator is Estimator.IPNDM:
         if step.prediction is not Prediction.NOISE:
@@ -285,7 +290,7 @@ def _validate_step(i: int, step: Step, *, last: bool, to_data: bool) -> None:
             raise ScheduleError(f"{where}.corrector: 'ipndm' steps take no corrector")
         if step.derivatives != default_derivatives(step.order):
             raise ScheduleError(f"{where}.derivatives: 'ipndm' uses the most recent points only")
-    elif to_data and step.order != 1:
+    elif to_data and step.order != 1 and step.estimator is not Estimator.FREE:
         raise ScheduleError(f"{where}.order: a step to the data (σ = 0) must be first order, got {step.order}")
 
 
@@ -304,6 +309,8 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
         out["estimator"] = step.estimator.value
     if step.weights:
         out["weights"] = [[j, w] for j, w in step.weights]
+    if step.corrector_weights:
+        out["corrector_weights"] = [[j, w] for j, w in step.corrector_weights]
     return out
 
 
@@ -330,7 +337,7 @@ def _int(value: Any, where: str) -> int:
     return int(value)
 
 
-_STEP_KEYS = {"prediction", "order", "derivatives", "corrector", "estimator", "weights"}
+_STEP_KEYS = {"prediction", "order", "derivatives", "corrector", "estimator", "weights", "corrector_weights"}
 _TOP_KEYS = {"format", "time_domain", "timesteps", "steps", "analytic_first_step", "nfe", "guidance_scale", "provenance"}
 
 
@@ -362,17 +369,8 @@ def _step_from(data: Any, where: str, version: str) -> Step:
             len(ders) == order - 1,
             f"{where}.derivatives: order {order} needs {order - 1} derivative estimators, got {len(ders)}",
         )
-    weights: tuple[tuple[int, float], ...] = ()
-    if "weights" in data:
-        _expect(version == FORMAT_V2, f"{where}.weights: free weights need format {FORMAT_V2!r}")
-        raw = data["weights"]
-        _expect(isinstance(raw, Sequence) and not isinstance(raw, str), f"{where}.weights: expected a list")
-        pairs = []
-        for k, pair in enumerate(raw):
-            _expect(isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2,
-                    f"{where}.weights[{k}]: expected [point offset, weight]")
-            pairs.append((_int(pair[0], f"{where}.weights[{k}]"), _number(pair[1], f"{where}.weights[{k}]")))
-        weights = tuple(pairs)
+    weights = _weights_from(data, "weights", where, version)
+    corrector_weights = _weights_from(data, "corrector_weights", where, version)
     estimator = _enum(Estimator, data.get("estimator", "taylor"), f"{where}.estimator")
     _expect(estimator is not Estimator.FREE or version == FORMAT_V2,
             f"{where}.estimator: 'free' steps need format {FORMAT_V2!r}")
@@ -383,7 +381,22 @@ def _step_from(data: Any, where: str, version: str) -> Step:
         corrector=_enum(Corrector, data.get("corrector", "none"), f"{where}.corrector"),
         estimator=estimator,
         weights=weights,
+        corrector_weights=corrector_weights,
     )
+
+
+def _weights_from(data: Mapping[str, Any], key: str, where: str, version: str) -> tuple[tuple[int, float], ...]:
+    if key not in data:
+        return ()
+    _expect(version == FORMAT_V2, f"{where}.{key}: free weights need format {FORMAT_V2!r}")
+    raw = data[key]
+    _expect(isinstance(raw, Sequence) and not isinstance(raw, str), f"{where}.{key}: expected a list")
+    pairs = []
+    for k, pair in enumerate(raw):
+        _expect(isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2,
+                f"{where}.{key}[{k}]: expected [point offset, weight]")
+        pairs.append((_int(pair[0], f"{where}.{key}[{k}]"), _number(pair[1], f"{where}.{key}[{k}]")))
+    return tuple(pairs)
 
 
 def _from_dict(data: Any) -> Schedule:

@@ -1,0 +1,165 @@
+"""Learned refinement: gradient descent on a schedule's times and coefficients against a teacher.
+
+The discrete search picks the structure (orders, predictions, estimators, correctors);
+refinement tunes its numbers (:class:`~schedsearch.solvers.parameters.ScheduleParameters`).
+The teacher is the model's reference solve (DPM-Solver++ 3M, 100 steps) of a *training*
+noise set, drawn from its own seed, apart from the search and the held-out noise. The loss
+is the mean squared distance between the few-step output and the teacher (LD3, S4S); Adam
+with a cosine schedule; a validation split of the training noises picks the best iterate
+and stops early when it no longer improves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from schedsearch.solvers import DiffusionModel, Schedule, baseline
+from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
+from schedsearch.solvers.sampler import integrate
+
+from .metrics.quality import ReferenceDistance
+from .metrics.suite import REFERENCE_STEPS
+from .noise_set import NoiseSet
+
+#: the default seed of the training noise (the search noise uses 0 and the held-out noise 1 by default)
+TRAIN_SEED = 2
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """How to refine: the training noise, the optimiser and what to learn."""
+
+    iterations: int = 200
+    samples: int = 600
+    validation: float = 0.25
+    batch_size: int = 150
+    seed: int = TRAIN_SEED
+    lr_times: float = 0.03
+    lr_coefficients: float = 0.003
+    eval_every: int = 10
+    patience: int = 5
+    teacher_steps: int = REFERENCE_STEPS
+    guidance_scale: float | None = None
+    targets: RefineTargets = field(default_factory=RefineTargets)
+    cache_root: Path | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.iterations >= 1, f"iterations: {self.iterations} must be at least 1"),
+            (self.samples >= 4, f"samples: {self.samples} must be at least 4"),
+            (0.0 < self.validation < 1.0, f"validation: {self.validation} must be a share in (0, 1)"),
+            (self.batch_size >= 1, f"batch_size: {self.batch_size} must be at least 1"),
+            (self.lr_times > 0 and self.lr_coefficients > 0, "learning rates must be positive"),
+            (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
+            (self.teacher_steps >= 10, f"teacher_steps: {self.teacher_steps} must be at least 10"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """The refined schedule and how it got there (losses are validation losses unless named train)."""
+
+    schedule: Schedule
+    initial_loss: float
+    loss: float
+    train_loss: float
+    iterations: int
+    best_iteration: int
+    seconds: float
+    history: tuple[tuple[int, float, float], ...]  # (iteration, train loss, validation loss)
+
+    @property
+    def improvement(self) -> float:
+        """Validation loss after / before (below 1: better)."""
+        return self.loss / self.initial_loss if self.initial_loss > 0 else 1.0
+
+
+Progress = Callable[[int, float, float | None], None]
+
+
+def teacher(model: DiffusionModel, noises: NoiseSet, settings: RefineSettings, guidance_scale: float | None) -> torch.Tensor:
+    """The reference solve of ``noises`` (cached on disk under ``settings.cache_root`` like ``ref_rmse``'s)."""
+    reference = ReferenceDistance(model, baseline("dpmpp_3m", settings.teacher_steps, model), guidance_scale,
+                                  batch_size=max(settings.batch_size, 250), cache_root=settings.cache_root)
+    return reference.solution(noises)
+
+
+def refine(
+    model: DiffusionModel,
+    schedule: Schedule,
+    settings: RefineSettings = RefineSettings(),
+    progress: Progress | None = None,
+) -> RefineResult:
+    """Refine ``schedule`` for ``model``; ``progress(iteration, train_loss, validation_loss or None)`` is called
+    after every iteration. Raises :class:`~schedsearch.solvers.ScheduleError` when the schedule does not fit
+    the model (or the learned times collapse)."""
+    start = time.perf_counter()
+    scale = schedule.guidance_scale if settings.guidance_scale is None else settings.guidance_scale
+    params = ScheduleParameters(schedule, model.noise_schedule, settings.targets)
+    noises = NoiseSet.draw(model.sample_shape, settings.samples, settings.seed, model.num_classes,
+                           dtype=model.state_dtype)
+    target = teacher(model, noises, settings, scale)
+    n_val = max(1, int(round(settings.samples * settings.validation)))
+    train = torch.arange(n_val, settings.samples)
+    val = torch.arange(n_val)
+
+    def loss_on(index: torch.Tensor) -> torch.Tensor:
+        labels = None if noises.labels is None else noises.labels[index]
+        out = integrate(model, params.plan(), noises.noise[index], labels, scale)
+        return ((out - target[index].to(out)) ** 2).mean()
+
+    def validate() -> float:
+        with torch.no_grad():
+            total = 0.0
+            for chunk in val.split(max(settings.batch_size, 250)):
+                total += float(loss_on(chunk)) * len(chunk)
+            return total / len(val)
+
+    optimizer = torch.optim.Adam(params.groups(settings.lr_times, settings.lr_coefficients))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.iterations)
+    generator = torch.Generator().manual_seed(settings.seed)
+    initial = best = validate()
+    best_state = {k: v.detach().clone() for k, v in params.state_dict().items()}
+    best_iteration, stale, train_loss, done = 0, 0, math.nan, 0
+    history: list[tuple[int, float, float]] = [(0, math.nan, initial)]
+    for iteration in range(1, settings.iterations + 1):
+        batch = train[torch.randperm(len(train), generator=generator)[: settings.batch_size]]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_on(batch)
+        if not torch.isfinite(loss):
+            break  # diverged: keep the best iterate so far
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        train_loss, done = float(loss), iteration
+        val_loss = None
+        if iteration % settings.eval_every == 0 or iteration == settings.iterations:
+            val_loss = validate()
+            history.append((iteration, train_loss, val_loss))
+            if math.isfinite(val_loss) and val_loss < best:
+                best, best_iteration, stale = val_loss, iteration, 0
+                best_state = {k: v.detach().clone() for k, v in params.state_dict().items()}
+            else:
+                stale += 1
+        if progress is not None:
+            progress(iteration, train_loss, val_loss)
+        if stale >= settings.patience:
+            break
+    params.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    refined = params.to_schedule(refined={
+        "from": schedule.provenance.get("baseline") or schedule.provenance.get("name") or schedule.canonical_hash()[:12],
+        "teacher": f"dpmpp_3m/{settings.teacher_steps}", "train_seed": settings.seed,
+        "samples": settings.samples, "iterations": done, "best_iteration": best_iteration,
+        "validation_loss": best, "initial_validation_loss": initial,
+    })
+    return RefineResult(refined, initial, best, train_loss, done, best_iteration, seconds, tuple(history))
