@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -140,7 +140,7 @@ def refine(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        train_loss, done = float(loss), iteration
+        train_loss, done = loss.item(), iteration
         val_loss = None
         if iteration % settings.eval_every == 0 or iteration == settings.iterations:
             val_loss = validate()
@@ -162,4 +162,6 @@ def refine(
         "samples": settings.samples, "iterations": done, "best_iteration": best_iteration,
         "validation_loss": best, "initial_validation_loss": initial,
     })
+    if scale != refined.guidance_scale:  # trained for this scale: the schedule says so
+        refined = replace(refined, guidance_scale=scale)
     return RefineResult(refined, initial, best, train_loss, done, best_iteration, seconds, tuple(history))

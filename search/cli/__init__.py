@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from . import compare, predictor, sampling, search, store
+from . import compare, predictor, refine, sampling, search, store
 from .common import EXIT_USAGE, Parser, UserError
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -21,7 +21,7 @@ __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="schedsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for group in (search, sampling, compare, store, predictor):
+    for group in (search, sampling, refine, compare, store, predictor):
         group.register(sub)
     return parser
 
