@@ -17,8 +17,9 @@ from .context import EvaluationSpec
 from .space import DECISIONS, PRESETS, SpaceError, SpaceSpec
 
 STRATEGY_NAMES = ("random", "evolution", "generational", "guided", "tpe", "cmaes", "nsga2", "gp")
-#: config keys that may change between a search and its resume (where it runs, not what it searches)
-VOLATILE = ("engine", "db", "output", "budget")
+#: config keys that may change between a search and its resume (where it runs, how much it spends and what
+#: follows the search — not what it searches)
+VOLATILE = ("engine", "db", "output", "budget", "refine")
 
 
 class ConfigError(ValueError):
@@ -133,6 +134,39 @@ class ValidationConfig(_Model):
     seed: int = 1
 
 
+class RefineConfig(_Model):
+    """After the budget, before validation: the ``top_k`` best searched schedules and the ``baselines`` best
+    baselines per NFE have their continuous numbers (``learn``: times, derivative relaxations, free per-step
+    weights) learned by gradient descent against the teacher — the reference solve of a training noise set
+    (``seed``, ``samples`` draws), apart from the search and held-out noise. Each refined schedule is a trial
+    (stage ``refine``) measured like the others and validated on the held-out noise. Off by default."""
+
+    top_k: int = Field(0, ge=0)
+    baselines: int = Field(0, ge=0)
+    iterations: int = Field(200, ge=1)
+    samples: int = Field(600, ge=4)
+    batch_size: int = Field(150, ge=1)
+    seed: int = 2
+    lr_times: float = Field(0.03, gt=0)
+    lr_coefficients: float = Field(0.003, gt=0)
+    learn: tuple[Literal["times", "relaxations", "free_weights"], ...] = ("times", "relaxations", "free_weights")
+
+    @field_validator("learn")
+    @classmethod
+    def _learn(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("nothing to learn: give at least one of times, relaxations, free_weights")
+        return tuple(dict.fromkeys(value))
+
+    @property
+    def enabled(self) -> bool:
+        return self.top_k + self.baselines > 0
+
+    def options(self) -> dict[str, Any]:
+        """What a refinement job is told (the rest comes from the search's evaluation spec)."""
+        return self.model_dump(mode="json", exclude={"top_k", "baselines"})
+
+
 class MetricsConfig(_Model):
     reference: str | None = None
     clip_model: str | None = Field(None, description="a local CLIPModel directory: the clip_score of text models")
@@ -178,6 +212,7 @@ class SearchConfig(_Model):
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    refine: RefineConfig = Field(default_factory=RefineConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
@@ -249,6 +284,9 @@ class SearchConfig(_Model):
                              f"({self.fidelity.samples[-1]})")
         if self.validation.seed == self.noise_seed:
             raise ValueError("validation.seed: the held-out noise must use another seed than noise_seed")
+        if self.refine.enabled and self.refine.seed in (self.noise_seed, self.validation.seed):
+            raise ValueError(f"refine.seed: the training noise must use another seed than the search noise "
+                             f"({self.noise_seed}) and the held-out noise ({self.validation.seed})")
         if self.strategy.name == "nsga2" and len(self.nfe) < 2:
             raise ValueError("strategy.name: nsga2 trades quality against NFE; give several NFE (e.g. nfe: 3-10)")
         return self

@@ -67,6 +67,7 @@ class EvaluationContext:
     spec: EvaluationSpec
     model: DiffusionModel
     evaluators: dict[str, SampleEvaluator]
+    teachers: dict[Any, Any] = field(default_factory=dict, repr=False)  # refinement's training sets, solved once
 
     @property
     def objective(self) -> str:
@@ -90,6 +91,18 @@ class EvaluationContext:
                 yield EvalResult({}, None, rungs[0], 0.0, f"illegal schedule: {exc}")
                 return
         yield from self.evaluators[noise].evaluate_progressive(schedule, rungs)
+
+    def refine(self, schedule: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+        """Refine ``schedule`` against the teacher (the search's reference solver on a training noise set);
+        ``options``: the config's ``refine`` values. The refined schedule JSON and its losses, or an error."""
+        from .refine import refine_output, settings_from_options
+
+        cache = Path(os.path.expanduser(self.spec.cache_dir)) if self.spec.cache_dir else None
+        try:
+            settings = settings_from_options(options, self.spec.guidance_scale, self.spec.reference_steps, cache)
+        except ValueError as exc:
+            return {"error": f"refinement settings: {exc}", "seconds": 0.0}
+        return refine_output(self.model, schedule, settings, self.teachers)
 
     def info(self) -> dict[str, Any]:
         """The objective, every metric name and the noise sets' content hashes."""

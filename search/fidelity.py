@@ -12,8 +12,10 @@ from collections.abc import Iterable, Sequence
 
 from schedsearch.storage import Stage, TrialRecord, TrialState
 
-#: stages measured on the search noise (their objectives are comparable level by level)
+#: stages of the search proper, measured on the search noise (their objectives are comparable level by level)
 SEARCH_STAGES = (Stage.BASELINE, Stage.SEARCH, Stage.PROMOTE)
+#: every stage measured on the search noise: the search's and the refined schedules (after the budget)
+SEARCH_NOISE_STAGES = (*SEARCH_STAGES, Stage.REFINE)
 
 
 def level_results(trials: Iterable[TrialRecord], level: int, nfe: int | None = None) -> list[TrialRecord]:
@@ -57,8 +59,8 @@ def top_schedules(trials: Iterable[TrialRecord], nfe: int, k: int, stages: Seque
         origin.setdefault(t.schedule_hash, t.stage)
     best: dict[str, TrialRecord] = {}
     for t in trials:
-        if (t.stage in SEARCH_STAGES and t.nfe == nfe and t.state is TrialState.COMPLETE and t.objective is not None
-                and origin[t.schedule_hash] in stages):
+        if (t.stage in SEARCH_NOISE_STAGES and t.nfe == nfe and t.state is TrialState.COMPLETE
+                and t.objective is not None and origin[t.schedule_hash] in stages):
             if t.schedule_hash not in best or evidence(t) < evidence(best[t.schedule_hash]):
                 best[t.schedule_hash] = t
     return sorted(best.values(), key=evidence)[:k]

@@ -80,7 +80,7 @@ def open_search(store: TrialStore, config: SearchConfig, objective: str) -> tupl
         diff = _first_difference(stored.comparable(), config.comparable())
         raise SearchError(f"a search named {config.name!r} exists with a different config ({diff}); "
                           "choose another --name or resume it with `schedsearch resume`")
-    if config.budget != stored.budget:
+    if config.budget != stored.budget or config.refine != stored.refine:
         search = store.update_config(search, config.to_dict())
     return search, True
 
@@ -130,6 +130,7 @@ class SearchRun:
                 self._enqueue_baselines()
                 self._search()
                 self.progress.on_close()
+                self._refine()
                 floor = self._validate()
                 self.store.set_status(self.search, "complete")
                 return SearchOutcome(self.store.get_search(self.search.name), self._sorted(), self.objective, floor)
@@ -304,6 +305,62 @@ class SearchRun:
     def _sorted(self) -> list[TrialRecord]:
         return [self.trials[n] for n in sorted(self.trials)]
 
+    # -- refinement ------------------------------------------------------------------------
+
+    def _refine(self) -> None:
+        """Refine the best searched schedules (and baselines) per NFE against the teacher, each once: the refined
+        schedule becomes a trial (stage refine) measured at the highest fidelity on the search noise; a
+        refinement that fails or learns nothing is kept as a failed trial with its reason."""
+        cfg = self.config.refine
+        if not cfg.enabled:
+            return
+        ranked = [t for t in self.trials.values() if not t.meta.get("validation")]
+        sources: list[TrialRecord] = []
+        for nfe in self.config.nfe:
+            sources += top_schedules(ranked, nfe, cfg.top_k, (Stage.SEARCH,))
+            sources += top_schedules(ranked, nfe, cfg.baselines, (Stage.BASELINE,))
+        done = {t.meta.get("refined_from") for t in self.trials.values() if t.stage is Stage.REFINE}
+        todo = {t.number: t for t in sources if t.number not in done}
+        if todo:
+            self.progress.on_stage("refine", len(todo))
+            options = cfg.options()
+            for t in todo.values():
+                self.engine.submit(Job(t.number, dict(t.schedule), 0, "train", task="refine", options=options))
+            while todo:
+                for result in self.engine.wait():
+                    source = todo.pop(result.number, None)
+                    if source is not None:
+                        self._record_refined(source, result)
+            self.progress.on_close()
+        queued = [t for t in self._sorted() if t.state is TrialState.QUEUED and t.stage is Stage.REFINE]
+        if queued:
+            self.progress.on_stage("refined", len(queued))
+            self._run_batch(queued)
+            self.progress.on_close()
+
+    def _record_refined(self, source: TrialRecord, result: Any) -> None:
+        out = dict(result.output or {})
+        meta: dict[str, Any] = {"refined_from": source.number,
+                                "refine": {k: out.get(k) for k in ("initial_loss", "loss", "train_loss", "iterations",
+                                                                   "best_iteration", "seconds")}}
+        error = out.get("error") or result.result.error
+        refined = None
+        if error is None:
+            refined = Schedule.from_dict(out["schedule"])
+            if not out.get("best_iteration"):
+                error = (f"refinement did not lower the validation loss ({out.get('initial_loss'):.4g}) "
+                         f"in {out.get('iterations')} iterations")
+        if error is not None or refined is None:
+            failed = NewTrial(source.schedule, source.schedule_hash, source.nfe, fidelity=None, stage=Stage.REFINE,
+                              meta=meta)
+            records = self.store.record_trials(self.search, [(failed, {}, None, error)], worker=result.worker)
+        else:
+            new = _new_trial(refined, self.levels[-1], Stage.REFINE, meta)
+            records = self.store.add_trials(self.search, [new])
+        for t in records:
+            self.trials[t.number] = t
+            self.progress.on_result(t, self._best_per_nfe())
+
     # -- validation ------------------------------------------------------------------------
 
     def _validate(self) -> dict[str, dict[str, float]]:
@@ -311,9 +368,11 @@ class SearchRun:
         top = self.levels[-1]
         ranked = [t for t in self.trials.values() if not t.meta.get("validation")]
         chosen: list[TrialRecord] = []
+        refined = self.config.refine.top_k + self.config.refine.baselines
         for nfe in self.config.nfe:
             chosen += top_schedules(ranked, nfe, cfg.top_k, (Stage.SEARCH,))
             chosen += top_schedules(ranked, nfe, cfg.baselines, (Stage.BASELINE,))
+            chosen += top_schedules(ranked, nfe, refined, (Stage.REFINE,))
         have = {(t.schedule_hash, t.fidelity, t.stage is Stage.HOLDOUT) for t in self.trials.values()}
         new: list[NewTrial] = []
         for t in chosen:

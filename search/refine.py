@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from schedsearch.solvers import DiffusionModel, Schedule, baseline
+from schedsearch.solvers import DiffusionModel, Schedule, SolverError, baseline
 from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
 from schedsearch.solvers.sampler import integrate
 
@@ -86,6 +87,11 @@ class RefineResult:
 Progress = Callable[[int, float, float | None], None]
 
 
+#: teachers already solved, by (training seed, draws, guidance scale, teacher steps): a worker that refines
+#: several schedules solves each training set once
+TeacherCache = dict[tuple[int, int, float | None, int], tuple[NoiseSet, torch.Tensor]]
+
+
 def teacher(model: DiffusionModel, noises: NoiseSet, settings: RefineSettings, guidance_scale: float | None) -> torch.Tensor:
     """The reference solve of ``noises`` (cached on disk under ``settings.cache_root`` like ``ref_rmse``'s)."""
     reference = ReferenceDistance(model, baseline("dpmpp_3m", settings.teacher_steps, model), guidance_scale,
@@ -93,21 +99,35 @@ def teacher(model: DiffusionModel, noises: NoiseSet, settings: RefineSettings, g
     return reference.solution(noises)
 
 
+def training_set(model: DiffusionModel, settings: RefineSettings, guidance_scale: float | None,
+                 cache: TeacherCache | None = None) -> tuple[NoiseSet, torch.Tensor]:
+    """The training noises (their own seed) and the teacher's solution of them."""
+    key = (settings.seed, settings.samples, guidance_scale, settings.teacher_steps)
+    if cache is not None and key in cache:
+        return cache[key]
+    noises = NoiseSet.draw(model.sample_shape, settings.samples, settings.seed, model.num_classes,
+                           dtype=model.state_dtype)
+    pair = (noises, teacher(model, noises, settings, guidance_scale))
+    if cache is not None:
+        cache[key] = pair
+    return pair
+
+
 def refine(
     model: DiffusionModel,
     schedule: Schedule,
     settings: RefineSettings = RefineSettings(),
     progress: Progress | None = None,
+    cache: TeacherCache | None = None,
 ) -> RefineResult:
     """Refine ``schedule`` for ``model``; ``progress(iteration, train_loss, validation_loss or None)`` is called
-    after every iteration. Raises :class:`~schedsearch.solvers.ScheduleError` when the schedule does not fit
-    the model (or the learned times collapse)."""
+    after every iteration; ``cache`` keeps the teacher for the next refinement. Raises
+    :class:`~schedsearch.solvers.ScheduleError` when the schedule does not fit the model (or the learned times
+    collapse)."""
     start = time.perf_counter()
     scale = schedule.guidance_scale if settings.guidance_scale is None else settings.guidance_scale
     params = ScheduleParameters(schedule, model.noise_schedule, settings.targets)
-    noises = NoiseSet.draw(model.sample_shape, settings.samples, settings.seed, model.num_classes,
-                           dtype=model.state_dtype)
-    target = teacher(model, noises, settings, scale)
+    noises, target = training_set(model, settings, scale, cache)
     n_val = max(1, int(round(settings.samples * settings.validation)))
     train = torch.arange(n_val, settings.samples)
     val = torch.arange(n_val)
@@ -165,3 +185,35 @@ def refine(
     if scale != refined.guidance_scale:  # trained for this scale: the schedule says so
         refined = replace(refined, guidance_scale=scale)
     return RefineResult(refined, initial, best, train_loss, done, best_iteration, seconds, tuple(history))
+
+
+#: what a search config's ``refine:`` section may set (the rest of :class:`RefineSettings` comes from the search)
+OPTION_KEYS = ("iterations", "samples", "batch_size", "seed", "lr_times", "lr_coefficients", "learn")
+
+
+def settings_from_options(options: dict[str, Any], guidance_scale: float | None, teacher_steps: int,
+                          cache_root: Path | None) -> RefineSettings:
+    """The settings of a search's refinement job (``options``: the config's ``refine`` values)."""
+    learn = set(options.get("learn", ("times", "relaxations", "free_weights")))
+    targets = RefineTargets(times="times" in learn, relaxations="relaxations" in learn,
+                            free_weights="free_weights" in learn)
+    values = {k: options[k] for k in OPTION_KEYS if k in options and k != "learn"}
+    return RefineSettings(**values, teacher_steps=teacher_steps, guidance_scale=guidance_scale, targets=targets,
+                          cache_root=cache_root)
+
+
+def refine_output(model: DiffusionModel, schedule: dict[str, Any], settings: RefineSettings,
+                  cache: TeacherCache | None = None) -> dict[str, Any]:
+    """A refinement as JSON-able values: the refined schedule and its losses, or ``{"error": reason}``."""
+    start = time.perf_counter()
+    try:
+        result = refine(model, Schedule.from_dict(schedule), settings, cache=cache)
+    except (SolverError, ValueError) as exc:
+        return {"error": f"refinement failed: {exc}", "seconds": time.perf_counter() - start}
+
+    def number(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    return {"schedule": result.schedule.to_dict(), "initial_loss": number(result.initial_loss),
+            "loss": number(result.loss), "train_loss": number(result.train_loss), "iterations": result.iterations,
+            "best_iteration": result.best_iteration, "seconds": result.seconds}

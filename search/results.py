@@ -80,7 +80,14 @@ def _signed(objective: str, value: float) -> float:
     return value if objective in LOWER_IS_BETTER else -value
 
 
-def _label(trial: TrialRecord, origin: TrialRecord) -> str:
+def _label(origin: TrialRecord, by_number: Mapping[int, TrialRecord], first: Mapping[str, TrialRecord]) -> str:
+    """How a schedule (the trial that first measured it) is named in tables: its baseline, ``searched #N``, or
+    ``refined #N (from …)`` naming the schedule it was refined from."""
+    if origin.stage is Stage.REFINE:
+        source = by_number.get(origin.meta.get("refined_from", -1))
+        if source is None:
+            return f"refined #{origin.number}"
+        return f"refined #{origin.number} (from {_label(first[source.schedule_hash], by_number, first)})"
     prov = origin.meta if origin.stage is Stage.BASELINE else {}
     if "baseline" in prov:
         return f"{prov['baseline']}/{prov['grid']}"
@@ -94,6 +101,7 @@ def summarize(trials: Iterable[TrialRecord], objective: str,
     origin: dict[str, TrialRecord] = {}
     for t in trials:
         origin.setdefault(t.schedule_hash, t)
+    by_number = {t.number: t for t in trials}
     holdouts = [t for t in trials if t.stage is Stage.HOLDOUT]
     out: dict[int, NfeSummary] = {}
     for nfe in sorted({t.nfe for t in trials if t.stage is not Stage.HOLDOUT}):
@@ -103,7 +111,7 @@ def summarize(trials: Iterable[TrialRecord], objective: str,
             search = _top_search(trials, h.schedule_hash)
             done = h.state is TrialState.COMPLETE and h.objective is not None
             rows.append(Figures(
-                label=_label(h, first), trial=first.number, nfe=nfe, baseline=first.stage is Stage.BASELINE,
+                label=_label(first, by_number, origin), trial=first.number, nfe=nfe, baseline=first.stage is Stage.BASELINE,
                 schedule=h.schedule, search=None if search is None else search.metrics.get(objective),
                 search_samples=None if search is None else search.fidelity,
                 holdout=h.metrics.get(objective) if done else None, holdout_trial=h.number,

@@ -17,7 +17,7 @@ import numpy as np
 
 from .baselines import BASELINES
 from .noise_schedules import DiscreteVP, NoiseSchedule
-from .schedule import Corrector, Schedule
+from .schedule import Corrector, Estimator, Schedule
 
 _DPM = "DPMSolverMultistepScheduler"
 _UNIPC = ("UniPCMultistepScheduler", {"solver_type": "bh2", "solver_order": 2, "final_sigmas_type": "zero"})
@@ -126,6 +126,9 @@ def diffusers_export(schedule: Schedule, noise_schedule: NoiseSchedule) -> Diffu
                                              "discrete DDPM timesteps (use the sigmas export)")
     if schedule.analytic_first_step is not None:
         return DiffusersExport(calls, reason="it replaces the first model call by an analytical step")
+    if any(step.estimator is Estimator.FREE for step in schedule.steps):
+        return DiffusersExport(calls, reason="its steps carry learned weights (a refined schedule), which no "
+                                             "diffusers scheduler has")
     name = _matching_baseline(schedule)
     if name is None:
         return DiffusersExport(calls, reason=_describe_mix(schedule))

@@ -23,12 +23,15 @@ class Stage(StrEnum):
 
     ``baseline``: a hand-designed solver, evaluated first; ``search``: a strategy's proposal;
     ``promote``: a schedule re-measured with more samples (successive halving);
+    ``refine``: a schedule whose continuous numbers were learned against a teacher (from the trial
+    ``meta["refined_from"]``), measured on the search noise at the highest fidelity;
     ``holdout``: re-measured on the held-out noise set (the figures a winner is chosen on).
     """
 
     BASELINE = "baseline"
     SEARCH = "search"
     PROMOTE = "promote"
+    REFINE = "refine"
     HOLDOUT = "holdout"
 
 

@@ -135,7 +135,7 @@ CASES = [
     (["trials", "s", "--nfe", "-1", "--db", "sqlite:///runs.db"], "argument --nfe: must be at least 1, got -1"),
     (["searches", "--db", "{in}/runs.db"], "is not a database URL; for a SQLite file write sqlite:////"),
     # no command
-    ([], "give a command: search, resume, report, baseline, sample, compare, searches, trials, export, upgrade-db"),
+    ([], "give a command: search, resume, report, baseline, sample, refine, compare, searches, trials, export, upgrade-db, predictor"),
 ]
 
 

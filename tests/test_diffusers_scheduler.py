@@ -172,3 +172,25 @@ def test_unusable_schedules_are_refused_with_one_clear_error(pipelines, tmp_path
                           analytic_first_step=AnalyticFirstStep.MEAN)
     with pytest.raises(ScheduleError, match="'mean' needs the model's data_mean"):
         SchedsearchScheduler.from_schedule(mean_first)
+
+
+def test_a_refined_schedule_with_learned_weights_runs_in_the_pipeline(pipelines):
+    """Refinement's output — fractional timesteps, free steps with learned weights and corrector weights —
+    runs inside the unmodified pipeline exactly as in ``sample``; no diffusers scheduler can run it, and the
+    export says why."""
+    from schedsearch.search.refine import RefineSettings, refine
+    from schedsearch.solvers.exports import diffusers_export
+
+    model = load_model(pipelines["epsilon"], device="cpu")
+    start = baseline("unipc_bh2", 4, model, grid="uniform_lambda")
+    settings = RefineSettings(iterations=4, samples=12, batch_size=6, eval_every=2, teacher_steps=12)
+    refined = refine(model, start, settings).schedule
+    assert refined.format == "schedsearch.schedule/2" and refined.timesteps != start.timesteps
+    assert any(s.corrector_weights for s in refined.steps)
+    assert not all(float(t).is_integer() for t in refined.timesteps[1:-1])
+    pipe = DDPMPipeline.from_pretrained(pipelines["epsilon"])
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = SchedsearchScheduler.from_schedule(refined.to_json(), pipe.scheduler.config)
+    assert _rel(_pipeline_samples(pipe), _ours(model, refined)) <= RTOL
+    export = diffusers_export(refined, model.noise_schedule)
+    assert export.scheduler is None and "learned weights" in export.reason

@@ -27,7 +27,8 @@ def _search(cfg, url, engine):
 
 @pytest.mark.parametrize("strategy", ["evolution", "guided"])
 def test_actor_pool_gives_the_same_trials_as_in_process(ray_runtime, tmp_path, strategy):
-    cfg = config(budget=28, strategy={"name": strategy, "options": OPTIONS.get(strategy, {})})
+    refine = {"top_k": 1, "iterations": 30, "samples": 200, "batch_size": 100} if strategy == "evolution" else {}
+    cfg = config(budget=28, strategy={"name": strategy, "options": OPTIONS.get(strategy, {})}, refine=refine)
     local = _search(cfg, f"sqlite:///{tmp_path / 'local.db'}", LocalEngine(cfg.evaluation_spec()))
     pool = RayEngine(cfg.evaluation_spec(), num_workers=2)
     try:
@@ -37,6 +38,8 @@ def test_actor_pool_gives_the_same_trials_as_in_process(ray_runtime, tmp_path, s
     assert fingerprint(remote.trials) == fingerprint(local.trials)
     workers = {t.worker for t in remote.trials}
     assert len(workers) == 2 and all(w.startswith("ray:") for w in workers)  # both actors measured trials
+    if strategy == "evolution":  # the refinement ran on an actor too, to the same refined schedule
+        assert [t.worker.startswith("ray:") for t in remote.trials if t.stage is Stage.REFINE] == [True]
     if strategy == "guided":  # the predictor screened proposals on this engine too
         assert any(t.meta.get("op") == "guided" for t in remote.trials)
 

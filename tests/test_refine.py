@@ -216,3 +216,126 @@ def test_refine_cli_refuses_bad_input_in_one_line(tmp_path, capsys, args, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message.format(tmp=tmp_path) in err[0], err
     assert not (tmp_path / "r.json").exists()
+
+
+# -- the refine stage of a search ------------------------------------------------------------------------------
+
+def _refine_config(**changes):
+    from tests.test_search import config
+
+    refine = {"top_k": 1, "baselines": 1, "iterations": 40, "samples": 200, "batch_size": 100,
+              **changes.pop("refine", {})}
+    return config(budget=24, refine=refine, **changes)
+
+
+def _run(cfg, url, engine, progress=None):
+    from schedsearch.search.loop import SearchRun
+    from schedsearch.storage import TrialStore
+
+    store = TrialStore.open(url)
+    try:
+        return SearchRun(cfg, store, engine, progress).run()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def mixture_engine():
+    from schedsearch.search.engines import LocalEngine
+
+    return LocalEngine(_refine_config().evaluation_spec())
+
+
+def test_a_search_refines_its_best_schedules_and_validates_them_like_any_other(tmp_path, mixture_engine):
+    from schedsearch.search.fidelity import SEARCH_STAGES, top_schedules
+    from schedsearch.search.queries import export_best
+    from schedsearch.search.results import summarize
+    from schedsearch.storage import Stage, TrialState, TrialStore
+
+    cfg = _refine_config()
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    outcome = _run(cfg, url, mixture_engine)
+    trials = outcome.trials
+    by_number = {t.number: t for t in trials}
+    spent = [t for t in trials if t.stage in SEARCH_STAGES and not t.meta.get("validation")]
+    assert len(spent) == cfg.budget  # refinement is spent after the budget, not from it
+    refined = [t for t in trials if t.stage is Stage.REFINE]
+    assert len(refined) == 2 and all(t.state is TrialState.COMPLETE and t.fidelity == 800 for t in refined)
+    searched = [t for t in trials if t.stage is not Stage.REFINE]
+    best_searched = top_schedules(searched, 4, 1, (Stage.SEARCH,))[0]
+    best_baseline = top_schedules(searched, 4, 1, (Stage.BASELINE,))[0]
+    assert {t.meta["refined_from"] for t in refined} == {best_searched.number, best_baseline.number}
+    for t in refined:  # the refined schedule keeps its source's structure and NFE, with learned numbers
+        source = by_number[t.meta["refined_from"]]
+        assert t.nfe == source.nfe and t.schedule["format"] == "schedsearch.schedule/2"
+        assert t.schedule["timesteps"] != source.schedule["timesteps"]
+        assert t.schedule["provenance"]["refined"]["train_seed"] == 2
+        assert t.meta["refine"]["loss"] < t.meta["refine"]["initial_loss"]
+    holdout = {t.meta["of"]: t for t in trials if t.stage is Stage.HOLDOUT}
+    assert {t.number for t in refined} <= set(holdout)  # validated on the held-out noise like the others
+    for t in refined:  # on noise it never saw, each refined schedule beats the schedule it came from
+        assert holdout[t.number].objective < holdout[t.meta["refined_from"]].objective
+    s = summarize(trials, outcome.objective, outcome.floor)[4]
+    assert s.winner.label.startswith("refined #") and "(from " in s.winner.label
+    assert s.best_baseline is not None and not s.best_baseline.label.startswith("refined")
+    store = TrialStore.open(url)
+    exported = export_best(store, store.get_search("mix"), 4)
+    store.close()
+    assert exported["format"] == "schedsearch.schedule/2"
+    assert exported["provenance"]["trial"] == s.winner.holdout_trial
+
+
+def test_a_search_interrupted_during_refinement_resumes_to_the_same_trials(tmp_path, mixture_engine):
+    from schedsearch.search.loop import SearchProgress
+    from tests.test_search import fingerprint
+
+    cfg = _refine_config()
+    whole = _run(cfg, f"sqlite:///{tmp_path / 'whole.db'}", mixture_engine)
+    url = f"sqlite:///{tmp_path / 'cut.db'}"
+    stops = iter(["refine", "refined", "validation"])
+    stop = {"at": next(stops)}
+
+    def on_stage(name, total):
+        if name == stop["at"]:
+            raise KeyboardInterrupt
+
+    interrupted = 0
+    while True:
+        try:
+            outcome = _run(cfg, url, mixture_engine, SearchProgress(on_stage=on_stage))
+            break
+        except KeyboardInterrupt:
+            interrupted += 1
+            stop["at"] = next(stops, None)
+    assert interrupted == 3
+    assert fingerprint(outcome.trials) == fingerprint(whole.trials)
+
+
+def test_resuming_a_finished_search_with_refinement_refines_its_winners(tmp_path, mixture_engine):
+    from schedsearch.storage import Stage, TrialStore
+    from tests.test_search import config
+
+    url = f"sqlite:///{tmp_path / 'later.db'}"
+    plain = _run(config(budget=24), url, mixture_engine)
+    assert not [t for t in plain.trials if t.stage is Stage.REFINE]
+    later = _run(_refine_config(), url, mixture_engine)  # `schedsearch resume mix --refine 1`
+    assert [t.number for t in later.trials][: len(plain.trials)] == [t.number for t in plain.trials]
+    assert len([t for t in later.trials if t.stage is Stage.REFINE]) == 2
+    store = TrialStore.open(url)
+    assert store.get_search("mix").config["refine"]["top_k"] == 1  # the stored config says what was done
+    store.close()
+    again = _run(_refine_config(), url, mixture_engine)
+    assert len(again.trials) == len(later.trials)  # each schedule is refined once
+
+
+def test_refinement_settings_are_validated_at_the_edge():
+    from schedsearch.search.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"refine.seed: the training noise must use another seed"):
+        _refine_config(refine={"top_k": 1, "seed": 1})
+    with pytest.raises(ConfigError, match=r"refine.learn: nothing to learn"):
+        _refine_config(refine={"top_k": 1, "learn": []})
+    with pytest.raises(ConfigError, match=r"refine.learn.0: Input should be 'times'"):
+        _refine_config(refine={"top_k": 1, "learn": ["tims"]})
+    with pytest.raises(ConfigError, match=r"refine.iterations: Input should be greater than or equal to 1"):
+        _refine_config(refine={"top_k": 1, "iterations": 0})

@@ -73,36 +73,70 @@ def test_search_prints_the_table_exports_the_winner_and_plots(tmp_path):
     assert again.returncode == 0 and trial_rows(url) == before
 
 
-def test_sigkilled_search_resumes_to_the_uninterrupted_trials(tmp_path):
-    """≥ 20 SIGKILLs at seeded random moments; each time the same command resumes it."""
-    cfg = write_config(tmp_path / "mix.yaml", budget=44)
-    whole = f"sqlite:///{tmp_path / 'whole.db'}"
-    assert run("search", str(cfg), "--db", whole, "-q", "-o", str(tmp_path / "w")).returncode == 0
-    rng = random.Random(20261124)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    kills, finished, lives = 0, [], 0
-    while kills < 20 or lives:
-        url = f"sqlite:///{tmp_path / f'killed{len(finished)}.db'}"
-        proc = subprocess.Popen([str(SCRIPT), "search", str(cfg), "--db", url, "-q", "-o", str(tmp_path / "k")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-        lives += 1
-        try:
-            proc.wait(timeout=rng.uniform(2.0, 4.5))
-        except subprocess.TimeoutExpired:
+def _finished(db: Path) -> int:
+    """Finished trials in a search's SQLite file so far (read-only, beside the writer; 0 before it exists)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("select count(*) from ss_trials where state in ('complete', 'failed')").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return 0
+
+
+def _life(proc: subprocess.Popen, db: Path, target: int | None, delay: float) -> bool:
+    """Let a search run until ``target`` trials are finished in ``db``, then ``delay`` seconds more, and SIGKILL
+    it; True if it was killed, False if it ended by itself first (``target`` None: let it end)."""
+    import time
+
+    reached = None
+    while proc.poll() is None:
+        if target is not None and reached is None and _finished(db) >= target:
+            reached = time.monotonic()
+        if reached is not None and time.monotonic() - reached >= delay:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            kills += 1
-            continue
-        assert proc.returncode == 0, proc.stderr.read()
-        finished.append((url, lives))
-        lives = 0
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_sigkilled_search_resumes_to_the_uninterrupted_trials(tmp_path):
+    """≥ 20 SIGKILLs at seeded random moments — anywhere from start-up to the plots, the refinement of the
+    winner included — several per search; each time the same command resumes it. The moments are set by
+    progress (a seeded number of finished trials, then a seeded delay), so they land everywhere whatever
+    the machine's speed."""
+    refine = {"top_k": 1, "iterations": 20, "samples": 200, "batch_size": 100}
+    cfg = write_config(tmp_path / "mix.yaml", budget=44, refine=refine)
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    assert run("search", str(cfg), "--db", whole, "-q", "-o", str(tmp_path / "w")).returncode == 0
     expected = trial_rows(whole)
-    for url, runs in finished:  # every killed-and-resumed search ends exactly as the uninterrupted one
-        assert trial_rows(url) == expected, (url, runs)
-    assert kills >= 20 and any(runs > 3 for _, runs in finished)
-    budgeted = [row for row in expected if row[2] != "holdout"]
+    rng = random.Random(20261124)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    kills, chains = 0, []
+    while kills < 20:
+        db = tmp_path / f"killed{len(chains)}.db"
+        planned, lives = rng.randint(3, 6), 0
+        while True:
+            proc = subprocess.Popen([str(SCRIPT), "search", str(cfg), "--db", f"sqlite:///{db}", "-q", "-o",
+                                     str(tmp_path / "k")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    env=env)
+            lives += 1
+            target = None if lives > planned else rng.randint(_finished(db), len(expected))
+            if _life(proc, db, target, rng.uniform(0.0, 0.4)):
+                kills += 1
+                continue
+            assert proc.returncode == 0, proc.stderr.read()
+            chains.append((db, lives))
+            break
+    for db, lives in chains:  # every killed-and-resumed search ends exactly as the uninterrupted one
+        assert trial_rows(f"sqlite:///{db}") == expected, (db, lives)
+    assert kills >= 20 and any(lives > 3 for _, lives in chains)
+    budgeted = [row for row in expected if row[2] not in ("holdout", "refine")]
     assert len({(r[1], r[3], r[2] == "holdout") for r in expected}) == len(expected)  # nothing twice
-    assert len(budgeted) >= 44
+    assert len(budgeted) >= 44 and [r for r in expected if r[2] == "refine"]
 
 
 @pytest.fixture(scope="module")

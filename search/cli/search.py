@@ -23,13 +23,13 @@ class _Progress:
         self._open("search", budget, spent)
 
     def stage(self, name: str, total: int) -> None:
-        self._open(name, total, 0)
+        self._open(name, total, 0, "schedule" if name == "refine" else "eval")
 
-    def _open(self, desc: str, total: int, initial: int) -> None:
+    def _open(self, desc: str, total: int, initial: int, unit: str = "eval") -> None:
         from tqdm import tqdm
 
         self.close()
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="eval", file=sys.stderr, dynamic_ncols=True,
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                         disable=not self.enabled)
 
     def result(self, trial: Any, best: dict[int, float]) -> None:
@@ -56,7 +56,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "name": getattr(args, "name", None), "db": args.db, "budget": args.budget,
         "seed": getattr(args, "seed", None), "output": args.output,
         "engine.kind": args.engine, "engine.ray_address": args.ray_address, "engine.num_workers": args.num_workers,
-        "engine.device": args.device,
+        "engine.device": args.device, "refine.top_k": args.refine,
     }
     if getattr(args, "nfe", None) is not None:
         out["nfe"] = args.nfe
@@ -219,6 +219,10 @@ def register(sub: Any) -> None:
                        help="a running Ray cluster (e.g. auto or HOST:PORT); moves an in-process search to --engine ray")
         p.add_argument("--num-workers", type=at_least(1), help="Ray workers (default: one per GPU, else per CPU)")
         p.add_argument("--device", help="torch device of the workers (default: cuda if available)")
+        p.add_argument("--refine", type=at_least(0), metavar="K",
+                       help="after the search, learn the times and coefficients of the K best searched schedules "
+                            "per NFE against the teacher (refine.top_k; 0: none); resume a finished search with it "
+                            "to refine its winners")
         p.add_argument("-o", "--output", help="folder for the exported schedules and plots (default: runs/NAME)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 

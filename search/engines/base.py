@@ -11,10 +11,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import SEARCH_NOISE
 from ..evaluator import EvalResult
+
+if TYPE_CHECKING:
+    from ..context import EvaluationContext
+
+#: the kinds of job a worker runs: measure a schedule, or refine it against the teacher
+TASKS = ("evaluate", "refine")
 
 
 class EngineLost(RuntimeError):
@@ -23,12 +29,15 @@ class EngineLost(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    """Evaluate ``schedule`` (schedule JSON) with ``num_samples`` draws of the ``noise`` set."""
+    """Evaluate ``schedule`` (schedule JSON) with ``num_samples`` draws of the ``noise`` set — or, with
+    ``task="refine"``, refine it with the refinement ``options`` (``num_samples`` and ``noise`` unused)."""
 
     number: int
     schedule: Mapping[str, Any]
     num_samples: int
     noise: str = SEARCH_NOISE
+    task: str = "evaluate"
+    options: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,17 @@ class JobResult:
     result: EvalResult
     worker: str
     pruned: bool = False
+    output: Mapping[str, Any] | None = None  # a refine job's refined schedule and losses (JSON-able)
+
+
+def run_job(context: EvaluationContext, job: Job, worker: str) -> JobResult:
+    """Run one job on a worker's context (every engine's workers run jobs through here)."""
+    if job.task == "refine":
+        output = context.refine(dict(job.schedule), dict(job.options or {}))
+        error = output.get("error")
+        return JobResult(job.number, EvalResult({}, None, 0, float(output.get("seconds", 0.0)), error), worker,
+                         output=output)
+    return JobResult(job.number, context.evaluate(dict(job.schedule), job.num_samples, job.noise), worker)
 
 
 class Engine(ABC):

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from ..context import EvaluationContext, EvaluationSpec, build_context
-from .base import Engine, Job, JobResult
+from .base import Engine, Job, JobResult, run_job
 
 
 class LocalEngine(Engine):
@@ -32,8 +32,7 @@ class LocalEngine(Engine):
         if not self.queue:
             return []
         job = self.queue.popleft()
-        result = self.context.evaluate(dict(job.schedule), job.num_samples, job.noise)
-        return [JobResult(job.number, result, self.worker)]
+        return [run_job(self.context, job, self.worker)]
 
     def cancel(self) -> None:
         self.queue.clear()

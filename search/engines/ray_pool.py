@@ -32,7 +32,7 @@ from typing import Any
 
 from ..context import EvaluationSpec, build_context
 from ..evaluator import EvalResult
-from .base import Engine, EngineLost, Job, JobResult
+from .base import Engine, EngineLost, Job, JobResult, run_job
 
 
 class ClusterLost(EngineLost):
@@ -83,7 +83,7 @@ class EvalWorker:
         self.name = f"ray:{socket.gethostname()}:{self.node[:8]}:{os.getpid()}"
 
     def evaluate(self, job: Job) -> JobResult:
-        return JobResult(job.number, self.context.evaluate(dict(job.schedule), job.num_samples, job.noise), self.name)
+        return run_job(self.context, job, self.name)
 
     def describe(self) -> dict[str, Any]:
         """Where it runs and what it measures (checked against the other workers)."""

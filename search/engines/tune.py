@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import shutil
 import tempfile
 from collections import deque
@@ -30,7 +31,7 @@ from typing import Any
 
 from ..context import SEARCH_NOISE, EvaluationSpec, build_context
 from ..evaluator import EvalResult
-from .base import Engine, Job, JobResult
+from .base import Engine, Job, JobResult, run_job
 from .ray_pool import EvalWorker, cluster_slots, connect
 
 FAILED_SCORE = 1e30  # what ASHA sees for a failed evaluation: the worst
@@ -131,9 +132,22 @@ class TuneEngine(Engine):
     def wait(self, timeout: float | None = None) -> list[JobResult]:
         if not self.ready and self.queue:
             jobs, self.queue = list(self.queue), deque()
+            refine = [job for job in jobs if job.task == "refine"]
+            if refine:  # no early stopping to decide: each refinement is one Ray task with a worker's resources
+                task = self.ray.remote(_run_job).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+                                                        max_retries=self.max_failures)
+                refs = [(job, task.remote(self.spec.to_dict(), job)) for job in refine]
+                for job, ref in refs:
+                    try:
+                        self.ready.append(self.ray.get(ref))
+                    except self.ray.exceptions.RayError as exc:  # its worker died max_failures + 1 times
+                        reason = str(exc).strip().splitlines()
+                        error = f"the refinement task failed {self.max_failures + 1} times: {reason[-1] if reason else ''}"
+                        self.ready.append(JobResult(job.number, EvalResult({}, None, 0, 0.0, error), "tune"))
             groups: dict[tuple[str, int], list[Job]] = {}
             for job in jobs:
-                groups.setdefault((job.noise, job.num_samples), []).append(job)
+                if job.task != "refine":
+                    groups.setdefault((job.noise, job.num_samples), []).append(job)
             for (noise, samples), group in groups.items():
                 levels = self.levels if noise == SEARCH_NOISE else 1  # the validation is measured in full
                 self.ready += self._experiment(group, rungs(samples, self.eta, levels))
@@ -199,6 +213,12 @@ class TuneEngine(Engine):
 
 def _describe(spec: dict[str, Any]) -> dict[str, Any]:
     return build_context(EvaluationSpec.from_dict(spec)).info()
+
+
+def _run_job(spec: dict[str, Any], job: Job) -> JobResult:
+    import socket
+
+    return run_job(build_context(EvaluationSpec.from_dict(spec)), job, f"tune:{socket.gethostname()}:{os.getpid()}")
 
 
 def _floor(spec: dict[str, Any]) -> dict[str, float]:
