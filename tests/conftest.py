@@ -5,6 +5,23 @@ import torch
 
 from tests.helpers import make_tiny_unet
 
+#: modules that start Ray runtimes or clusters: under pytest-xdist they run in one worker, one after another
+#: (a second local runtime on the machine would be found by ``ray.init`` and joined)
+RAY_MODULES = {"test_cluster", "test_fidelity", "test_ray_search", "test_tune_engine"}
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: one core each, not two threads fighting for one
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``--dist loadgroup`` (.ci/test) hands out whole modules (their module fixtures are built once), and the
+    Ray modules as one group."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+
 
 @pytest.fixture(scope="session")
 def tiny_unet():
