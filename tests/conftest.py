@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from tests.helpers import make_tiny_unet
 
 #: modules that start Ray runtimes or clusters: under pytest-xdist they run in one worker, one after another
-#: (a second local runtime on the machine would be found by ``ray.init`` and joined)
+#: (two at once would share two cores between two clusters whose tests time heartbeats and kills)
 RAY_MODULES = {"test_cluster", "test_fidelity", "test_ray_search", "test_tune_engine"}
 
 
@@ -15,12 +17,18 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """``--dist loadgroup`` (.ci/test) hands out whole modules (their module fixtures are built once), and the
-    Ray modules as one group."""
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it (-p no:xdist) nothing to do
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (.ci/test) hands out whole modules — their module fixtures are built once — and the Ray
+    modules as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if Path(module).stem in RAY_MODULES else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
