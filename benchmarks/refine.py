@@ -1,13 +1,15 @@
-"""Learned refinement on held-out noise: refined schedules against the best baseline, the unrefined
-search winner and the model's 100-step floor, with the cost of each refinement.
+"""Learned refinement on held-out noise: the refined schedules against the best baseline, the unrefined
+search winner and the model's 100-step floor, with the cost of each refinement — in one run.
 
-For every (model, guidance, NFE) row: a real search (search_quality.py's config, in-process)
-gives the winner and the best baseline on held-out noise; both are then refined
-(``schedsearch.search.refine``: teacher = the 100-step solve of a *training* noise set, seed
-2, apart from the search noise 0 and the held-out noise 1) and measured on the same held-out
-noise. Refinement minimises the L2 distance to the teacher; the table reports the objective
-(FID / MMD) and metrics refinement never saw (FID in an independent classifier's features,
-NLL). Per metric: value, ratio to the best baseline, share of the gap to the floor closed.
+For every (model, guidance, NFE) row a real search runs with its ``refine:`` stage on (search_quality.py's
+row config, in-process): after the budget, the ``--refine-top`` best searched schedules and the
+``--refine-baselines`` best baselines are refined against the teacher (the 100-step solve of a *training*
+noise set, seed 2, apart from the search noise 0 and the held-out noise 1), then every candidate is measured
+on the same held-out noise. Refinement minimises the L2 distance to the teacher; the table reports the
+search objective (FID / MMD, which refinement never sees) and metrics neither the search nor the refinement
+optimised (FID in an independently trained classifier's features, class accuracy; NLL for the mixture). Per
+metric: the best baseline, the best unrefined searched schedule, the best refined one, the floor, the ratio
+refined / best baseline and the share of the gap (best baseline − floor) each closes.
 
     .venv/bin/python benchmarks/refine.py                          # digits g1, g2 at NFE 3-5; gmm-8d at NFE 3-10
     .venv/bin/python benchmarks/refine.py --rows digits:1:5 --budget 60
@@ -22,92 +24,90 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from schedsearch.search.config import parse_config
-from schedsearch.search.context import HOLDOUT_NOISE, build_context
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
-from schedsearch.search.refine import RefineSettings, refine
 from schedsearch.search.results import summarize
-from schedsearch.solvers import Schedule
-from schedsearch.storage import TrialStore
+from schedsearch.storage import Stage, TrialState, TrialStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from search_quality import gap, row_config  # noqa: E402  (one row config for both benchmarks)
 
 ROWS = [f"digits:{g}:{n}" for g in (1, 2) for n in (3, 4, 5)] + [f"gmm-8d:1:{n}" for n in range(3, 11)]
-SHOWN = {"digits": ("fid", "fid_b", "accuracy"), "gmm-8d": ("mmd", "nll")}
-COLUMNS = ("baseline", "winner", "refined_baseline", "refined_winner")
+SHOWN = {"digits": ("fid", "fid_b", "accuracy", "recall"), "gmm-8d": ("mmd", "nll")}
+COLUMNS = ("baseline", "searched", "refined")
 
 
 def run_row(spec: str, args: argparse.Namespace, workdir: Path) -> dict:
     model, guidance, nfe = spec.split(":")
-    config = parse_config(row_config(model, float(guidance), int(nfe), args))
+    data = row_config(model, float(guidance), int(nfe), args)
+    data["refine"] = {"top_k": args.refine_top, "baselines": args.refine_baselines, "iterations": args.iterations,
+                      "samples": args.train_samples, "batch_size": args.batch_size}
+    config = parse_config(data)
     store = TrialStore.open(f"sqlite:///{workdir / 'bench.db'}")
-    start = time.time()
-    engine = LocalEngine(config.evaluation_spec())
-    outcome = SearchRun(config, store, engine).run()
+    start, cpu = time.time(), time.process_time()
+    outcome = SearchRun(config, store, LocalEngine(config.evaluation_spec())).run()
     store.close()
-    search_minutes = (time.time() - start) / 60
+    minutes, cpu_minutes = (time.time() - start) / 60, (time.process_time() - cpu) / 60
     s = summarize(outcome.trials, outcome.objective, outcome.floor)[int(nfe)]
+    by_number = {t.number: t for t in outcome.trials}
+    refined = [r for r in s.searched if by_number[r.trial].stage is Stage.REFINE and r.holdout is not None]
+    searched = [r for r in s.searched if by_number[r.trial].stage is not Stage.REFINE and r.holdout is not None]
+    best = {"baseline": s.best_baseline, "searched": searched[0] if searched else None,
+            "refined": refined[0] if refined else None}  # each list is sorted best first on the held-out objective
+    jobs = [t for t in outcome.trials if t.stage is Stage.REFINE]
     floor = s.floor.get("holdout", {})
-    spec_eval = config.evaluation_spec()
-    context = build_context(spec_eval)
-    settings = RefineSettings(iterations=args.iterations, samples=args.train_samples, seed=2,
-                              guidance_scale=spec_eval.guidance_scale, cache_root=workdir / "cache")
-    figures = {"baseline": dict(s.best_baseline.metrics), "winner": dict(s.winner.metrics)}
-    labels = {"baseline": s.best_baseline.label, "winner": s.winner.label}
-    cost = {}
-    for name, source in (("refined_baseline", s.best_baseline), ("refined_winner", s.winner)):
-        schedule = Schedule.from_dict(source.schedule)
-        cpu = time.process_time()
-        result = refine(context.model, schedule, settings)
-        cost[name] = {"seconds": result.seconds, "cpu_seconds": time.process_time() - cpu,
-                      "iterations": result.iterations, "loss": [result.initial_loss, result.loss]}
-        figures[name] = context.evaluate(result.schedule, spec_eval.holdout_samples, HOLDOUT_NOISE).metrics
-    out = {"row": spec, "objective": outcome.objective, "labels": labels, "search_minutes": search_minutes,
-           "cost": cost, "metrics": {}}
+    out = {"row": spec, "objective": outcome.objective, "minutes": minutes, "cpu_minutes": cpu_minutes,
+           "evaluations": len([t for t in outcome.trials if t.stage is not Stage.REFINE]),
+           "labels": {k: (v.label if v is not None else None) for k, v in best.items()},
+           "winner": s.winner.label if s.winner else None,
+           "refinements": [{"from": by_number[t.meta["refined_from"]].number, "failed": t.state is TrialState.FAILED,
+                            **{k: v for k, v in t.meta.get("refine", {}).items()}} for t in jobs],
+           "metrics": {}}
     for m in SHOWN[model]:
-        if all(m in figures[c] for c in COLUMNS) and m in floor:
-            base = figures["baseline"][m]
-            out["metrics"][m] = {"floor": floor[m], **{c: figures[c][m] for c in COLUMNS},
-                                 **{f"gap_{c}": gap(m, figures[c][m], base, floor[m]) for c in COLUMNS[1:]},
-                                 **{f"ratio_{c}": figures[c][m] / base if base else None for c in COLUMNS[1:]}}
+        if m not in floor or any(v is None or m not in v.metrics for v in best.values()):
+            continue
+        base = best["baseline"].metrics[m]
+        out["metrics"][m] = {"floor": floor[m], **{c: best[c].metrics[m] for c in COLUMNS},
+                             **{f"gap_{c}": gap(m, best[c].metrics[m], base, floor[m]) for c in COLUMNS[1:]},
+                             "ratio": best["refined"].metrics[m] / base if base else None}
     return out
 
 
 def print_row(r: dict) -> None:
-    cost = "; ".join(f"{k} {v['seconds']:.0f} s ({v['cpu_seconds'] / 60:.1f} CPU min, {v['iterations']} it)"
-                     for k, v in r["cost"].items())
-    print(f"{r['row']:<14} objective {r['objective']}: baseline {r['labels']['baseline']}, "
-          f"winner {r['labels']['winner']}; search {r['search_minutes']:.1f} min; refine: {cost}")
-    print(f"  {'metric':<9}{'floor':>9}{'baseline':>10}{'winner':>10}{'ref.base':>10}{'ref.win':>10}"
-          f"{'ratio':>8}{'gap':>6}   (ratio, gap: best refined vs baseline)")
+    seconds = [x["seconds"] for x in r["refinements"] if x.get("seconds") is not None]
+    print(f"{r['row']:<14} objective {r['objective']}: baseline {r['labels']['baseline']}, searched "
+          f"{r['labels']['searched']}, refined {r['labels']['refined']}; winner {r['winner']}; "
+          f"{r['evaluations']} evaluations + {len(r['refinements'])} refinements "
+          f"({', '.join(f'{v:.0f}' for v in seconds)} s), {r['minutes']:.1f} min in all, "
+          f"{r['cpu_minutes']:.1f} CPU min")
+    print(f"  {'metric':<9}{'floor':>10}{'baseline':>10}{'searched':>10}{'refined':>10}{'ratio':>8}"
+          f"{'gap s.':>8}{'gap r.':>8}")
     for m, v in r["metrics"].items():
-        best = min(("refined_baseline", "refined_winner"), key=lambda c: -(v[f"gap_{c}"] or -1e9))
-        closed = v[f"gap_{best}"]
-        print(f"  {m:<9}{v['floor']:>9.4g}{v['baseline']:>10.4g}{v['winner']:>10.4g}{v['refined_baseline']:>10.4g}"
-              f"{v['refined_winner']:>10.4g}{(v[f'ratio_{best}'] or float('nan')):>8.3f}"
-              f"{(100 * closed) if closed is not None else float('nan'):>5.0f}%")
+        def pct(x: float | None) -> str:
+            return f"{100 * x:>7.0f}%" if x is not None else f"{'—':>8}"
+
+        print(f"  {m:<9}{v['floor']:>10.4g}{v['baseline']:>10.4g}{v['searched']:>10.4g}{v['refined']:>10.4g}"
+              f"{(v['ratio'] or float('nan')):>8.3f}{pct(v['gap_searched'])}{pct(v['gap_refined'])}")
     sys.stdout.flush()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated model:guidance:nfe")
-    parser.add_argument("--budget", type=int, default=120, help="search evaluations per row")
+    parser.add_argument("--budget", type=int, default=200, help="search evaluations per row")
     parser.add_argument("--strategy", default="evolution")
     parser.add_argument("--objective", default=None)
     parser.add_argument("--samples", type=lambda t: [int(v) for v in t.split(",")], default=[250, 1000])
     parser.add_argument("--holdout", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refine-top", type=int, default=2, help="searched schedules refined per row")
+    parser.add_argument("--refine-baselines", type=int, default=1, help="baselines refined per row")
     parser.add_argument("--iterations", type=int, default=200, help="refinement steps")
     parser.add_argument("--train-samples", type=int, default=600, help="training draws of the teacher")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=150, help="draws per refinement step")
     parser.add_argument("--json", help="append every row as a JSON line here")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.rows.split(","):
             r = run_row(spec, args, Path(tmp))
