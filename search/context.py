@@ -8,7 +8,7 @@ metrics from an :class:`EvaluationSpec`, keeps them, and evaluates jobs by trial
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,11 @@ class EvaluationContext:
                 return
         yield from self.evaluators[noise].evaluate_progressive(schedule, rungs)
 
-    def refine(self, schedule: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    def refine(self, schedule: dict[str, Any], options: dict[str, Any],
+               progress: Callable[[int, float, float | None], None] | None = None) -> dict[str, Any]:
         """Refine ``schedule`` against the teacher (the search's reference solver on a training noise set);
-        ``options``: the config's ``refine`` values. The refined schedule JSON and its losses, or an error."""
+        ``options``: the config's ``refine`` values; ``progress(iteration, train loss, validation loss or None)``.
+        The refined schedule JSON and its losses, or an error."""
         from .refine import refine_output, settings_from_options
 
         cache = Path(os.path.expanduser(self.spec.cache_dir)) if self.spec.cache_dir else None
@@ -102,7 +104,7 @@ class EvaluationContext:
             settings = settings_from_options(options, self.spec.guidance_scale, self.spec.reference_steps, cache)
         except ValueError as exc:
             return {"error": f"refinement settings: {exc}", "seconds": 0.0}
-        return refine_output(self.model, schedule, settings, self.teachers)
+        return refine_output(self.model, schedule, settings, self.teachers, progress)
 
     def info(self) -> dict[str, Any]:
         """The objective, every metric name and the noise sets' content hashes."""

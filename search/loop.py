@@ -54,6 +54,8 @@ class SearchProgress:
     on_start: Callable[[int, int], None] = lambda spent, budget: None
     on_result: Callable[[TrialRecord, dict[int, float]], None] = lambda trial, best: None
     on_stage: Callable[[str, int], None] = lambda stage, total: None
+    #: refinement's progress in iterations (the stage "refine" counts them): (iterations done, validation loss)
+    on_refine: Callable[[int, float | None], None] = lambda advance, loss: None
     on_close: Callable[[], None] = lambda: None
 
 
@@ -322,15 +324,27 @@ class SearchRun:
         done = {t.meta.get("refined_from") for t in self.trials.values() if t.stage is Stage.REFINE}
         todo = {t.number: t for t in sources if t.number not in done}
         if todo:
-            self.progress.on_stage("refine", len(todo))
+            self.progress.on_stage("refine", len(todo) * cfg.iterations)
             options = cfg.options()
+            told = dict.fromkeys(todo, 0)  # iterations reported per job
+
+            def report(number: int, iteration: int, loss: float | None) -> None:
+                if number in told and iteration > told[number]:
+                    self.progress.on_refine(iteration - told[number], loss)
+                    told[number] = iteration
+
+            self.engine.on_refine_progress(report)
             for t in todo.values():
                 self.engine.submit(Job(t.number, dict(t.schedule), 0, "train", task="refine", options=options))
-            while todo:
-                for result in self.engine.wait():
-                    source = todo.pop(result.number, None)
-                    if source is not None:
-                        self._record_refined(source, result)
+            try:
+                while todo:
+                    for result in self.engine.wait():
+                        source = todo.pop(result.number, None)
+                        if source is not None:
+                            report(result.number, cfg.iterations, None)  # stopped early, or run elsewhere
+                            self._record_refined(source, result)
+            finally:
+                self.engine.on_refine_progress(None)
             self.progress.on_close()
         queued = [t for t in self._sorted() if t.state is TrialState.QUEUED and t.stage is Stage.REFINE]
         if queued:
@@ -359,7 +373,6 @@ class SearchRun:
             records = self.store.add_trials(self.search, [new])
         for t in records:
             self.trials[t.number] = t
-            self.progress.on_result(t, self._best_per_nfe())
 
     # -- validation ------------------------------------------------------------------------
 

@@ -203,11 +203,11 @@ def settings_from_options(options: dict[str, Any], guidance_scale: float | None,
 
 
 def refine_output(model: DiffusionModel, schedule: dict[str, Any], settings: RefineSettings,
-                  cache: TeacherCache | None = None) -> dict[str, Any]:
+                  cache: TeacherCache | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """A refinement as JSON-able values: the refined schedule and its losses, or ``{"error": reason}``."""
     start = time.perf_counter()
     try:
-        result = refine(model, Schedule.from_dict(schedule), settings, cache=cache)
+        result = refine(model, Schedule.from_dict(schedule), settings, progress, cache)
     except (SolverError, ValueError) as exc:
         return {"error": f"refinement failed: {exc}", "seconds": time.perf_counter() - start}
 

@@ -26,5 +26,5 @@ def test_shipped_config_is_valid(path):
 
 def test_the_shipped_configs_cover_the_documented_cases():
     names = {p.stem for p in CONFIGS}
-    assert {"quickstart", "nfe_sweep", "guided", "gmm", "cluster"} <= names
+    assert {"quickstart", "nfe_sweep", "guided", "gmm", "cluster", "refine"} <= names
     assert load_config(Path(CONFIGS[0]).parent / "cluster.yaml").engine.kind == "ray"

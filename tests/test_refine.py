@@ -252,9 +252,20 @@ def test_a_search_refines_its_best_schedules_and_validates_them_like_any_other(t
     from schedsearch.search.results import summarize
     from schedsearch.storage import Stage, TrialState, TrialStore
 
+    from schedsearch.search.loop import SearchProgress
+
     cfg = _refine_config()
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    outcome = _run(cfg, url, mixture_engine)
+    stages, advances, losses = [], [], []
+
+    def on_refine(advance, loss):
+        advances.append(advance)
+        losses.append(loss)
+
+    progress = SearchProgress(on_stage=lambda name, total: stages.append((name, total)), on_refine=on_refine)
+    outcome = _run(cfg, url, mixture_engine, progress)
+    assert ("refine", 2 * 40) in stages and sum(advances) == 2 * 40  # the bar counts both jobs' iterations
+    assert len(advances) > 2 and any(v is not None for v in losses)  # in-process: every iteration, with the loss
     trials = outcome.trials
     by_number = {t.number: t for t in trials}
     spent = [t for t in trials if t.stage in SEARCH_STAGES and not t.meta.get("validation")]

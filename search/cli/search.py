@@ -23,7 +23,14 @@ class _Progress:
         self._open("search", budget, spent)
 
     def stage(self, name: str, total: int) -> None:
-        self._open(name, total, 0, "schedule" if name == "refine" else "eval")
+        self._open(name, total, 0, "it" if name == "refine" else "eval")
+
+    def refine(self, advance: int, loss: float | None) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(advance)
+        if loss is not None:
+            self.bar.set_postfix_str(f"validation loss {loss:.4g}", refresh=False)
 
     def _open(self, desc: str, total: int, initial: int, unit: str = "eval") -> None:
         from tqdm import tqdm
@@ -48,7 +55,8 @@ class _Progress:
     def callbacks(self) -> Any:
         from ..loop import SearchProgress
 
-        return SearchProgress(on_start=self.start, on_result=self.result, on_stage=self.stage, on_close=self.close)
+        return SearchProgress(on_start=self.start, on_result=self.result, on_stage=self.stage, on_close=self.close,
+                              on_refine=self.refine)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,7 +9,7 @@ back failed with the reason once it has killed several workers).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +52,15 @@ class JobResult:
     output: Mapping[str, Any] | None = None  # a refine job's refined schedule and losses (JSON-able)
 
 
-def run_job(context: EvaluationContext, job: Job, worker: str) -> JobResult:
+#: told of a refine job's progress where the engine can (in-process): (job number, iteration, validation loss)
+RefineProgress = Callable[[int, int, "float | None"], None]
+
+
+def run_job(context: EvaluationContext, job: Job, worker: str, progress: RefineProgress | None = None) -> JobResult:
     """Run one job on a worker's context (every engine's workers run jobs through here)."""
     if job.task == "refine":
-        output = context.refine(dict(job.schedule), dict(job.options or {}))
+        told = None if progress is None else (lambda it, train, val: progress(job.number, it, val))
+        output = context.refine(dict(job.schedule), dict(job.options or {}), told)
         error = output.get("error")
         return JobResult(job.number, EvalResult({}, None, 0, float(output.get("seconds", 0.0)), error), worker,
                          output=output)
@@ -89,6 +94,9 @@ class Engine(ABC):
     def info(self) -> dict[str, Any]:
         """What the workers measure: ``objective``, ``metrics`` (names) and ``fingerprints`` (content
         hashes of the noise sets, checked against the stored ones on resume)."""
+
+    def on_refine_progress(self, progress: RefineProgress | None) -> None:
+        """Report refine jobs' iterations to ``progress`` where the engine can watch them (in-process)."""
 
     def cancel(self) -> None:
         """Forget every submitted job (the search was interrupted; the store re-queues them)."""

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from ..context import EvaluationContext, EvaluationSpec, build_context
-from .base import Engine, Job, JobResult, run_job
+from .base import Engine, Job, JobResult, RefineProgress, run_job
 
 
 class LocalEngine(Engine):
@@ -16,6 +16,7 @@ class LocalEngine(Engine):
         self.context = context or build_context(spec)
         self.queue: deque[Job] = deque()
         self.worker = f"local:{socket.gethostname()}:{os.getpid()}"
+        self.refine_progress: RefineProgress | None = None
 
     @property
     def capacity(self) -> int:
@@ -32,7 +33,10 @@ class LocalEngine(Engine):
         if not self.queue:
             return []
         job = self.queue.popleft()
-        return [run_job(self.context, job, self.worker)]
+        return [run_job(self.context, job, self.worker, self.refine_progress)]
+
+    def on_refine_progress(self, progress: RefineProgress | None) -> None:
+        self.refine_progress = progress
 
     def cancel(self) -> None:
         self.queue.clear()
