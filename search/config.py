@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .context import EvaluationSpec
+from .refine_defaults import REFINE_DEFAULTS
 from .space import DECISIONS, PRESETS, SpaceError, SpaceSpec
 
 STRATEGY_NAMES = ("random", "evolution", "generational", "guided", "tpe", "cmaes", "nsga2", "gp")
@@ -143,13 +144,15 @@ class RefineConfig(_Model):
 
     top_k: int = Field(0, ge=0)
     baselines: int = Field(0, ge=0)
-    iterations: int = Field(200, ge=1)
-    samples: int = Field(600, ge=4)
-    batch_size: int = Field(150, ge=1)
-    seed: int = 2
-    lr_times: float = Field(0.03, gt=0)
-    lr_coefficients: float = Field(0.003, gt=0)
+    iterations: int = Field(REFINE_DEFAULTS["iterations"], ge=1)
+    samples: int = Field(REFINE_DEFAULTS["samples"], ge=4)
+    batch_size: int = Field(REFINE_DEFAULTS["batch_size"], ge=1)
+    seed: int = REFINE_DEFAULTS["seed"]
+    lr_times: float = Field(REFINE_DEFAULTS["lr_times"], gt=0)
+    lr_coefficients: float = Field(REFINE_DEFAULTS["lr_coefficients"], gt=0)
     learn: tuple[Literal["times", "relaxations", "free_weights"], ...] = ("times", "relaxations", "free_weights")
+    feature_weight: float | None = Field(None, ge=0, description="the image-feature term's weight (default: 1 where "
+                                                                 "the model has a feature network, else 0)")
 
     @field_validator("learn")
     @classmethod

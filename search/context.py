@@ -68,6 +68,7 @@ class EvaluationContext:
     model: DiffusionModel
     evaluators: dict[str, SampleEvaluator]
     teachers: dict[Any, Any] = field(default_factory=dict, repr=False)  # refinement's training sets, solved once
+    image_features: list[Any] = field(default_factory=list, repr=False)  # refinement's feature network, loaded once
 
     @property
     def objective(self) -> str:
@@ -97,14 +98,19 @@ class EvaluationContext:
         """Refine ``schedule`` against the teacher (the search's reference solver on a training noise set);
         ``options``: the config's ``refine`` values; ``progress(iteration, train loss, validation loss or None)``.
         The refined schedule JSON and its losses, or an error."""
-        from .refine import refine_output, settings_from_options
+        from .refine import feature_network, refine_output, settings_from_options
 
         cache = Path(os.path.expanduser(self.spec.cache_dir)) if self.spec.cache_dir else None
+        if not self.image_features:
+            self.image_features.append(feature_network(self.model, self.spec.extractor))
+        features = self.image_features[0]
         try:
-            settings = settings_from_options(options, self.spec.guidance_scale, self.spec.reference_steps, cache)
+            settings = settings_from_options(options, self.spec.guidance_scale, self.spec.reference_steps, cache,
+                                             features)
         except ValueError as exc:
             return {"error": f"refinement settings: {exc}", "seconds": 0.0}
-        return refine_output(self.model, schedule, settings, self.teachers, progress)
+        return refine_output(self.model, schedule, settings, self.teachers, progress,
+                             features if settings.feature_weight > 0 else None)
 
     def info(self) -> dict[str, Any]:
         """The objective, every metric name and the noise sets' content hashes."""

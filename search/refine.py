@@ -24,28 +24,28 @@ from schedsearch.solvers import DiffusionModel, Schedule, SolverError, baseline
 from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
 from schedsearch.solvers.sampler import integrate
 
+from .refine_defaults import REFINE_DEFAULTS, TRAIN_SEED
 from .metrics.quality import ReferenceDistance
 from .metrics.suite import REFERENCE_STEPS
 from .noise_set import NoiseSet
 
-#: the default seed of the training noise (the search noise uses 0 and the held-out noise 1 by default)
-TRAIN_SEED = 2
 
 
 @dataclass(frozen=True)
 class RefineSettings:
     """How to refine: the training noise, the optimiser and what to learn."""
 
-    iterations: int = 200
-    samples: int = 600
+    iterations: int = REFINE_DEFAULTS["iterations"]
+    samples: int = REFINE_DEFAULTS["samples"]
     validation: float = 0.25
-    batch_size: int = 150
+    batch_size: int = REFINE_DEFAULTS["batch_size"]
     seed: int = TRAIN_SEED
-    lr_times: float = 0.03
-    lr_coefficients: float = 0.003
+    lr_times: float = REFINE_DEFAULTS["lr_times"]
+    lr_coefficients: float = REFINE_DEFAULTS["lr_coefficients"]
     eval_every: int = 10
-    patience: int = 5
+    patience: int = REFINE_DEFAULTS["patience"]
     teacher_steps: int = REFERENCE_STEPS
+    feature_weight: float = 0.0
     guidance_scale: float | None = None
     targets: RefineTargets = field(default_factory=RefineTargets)
     cache_root: Path | None = None
@@ -59,6 +59,7 @@ class RefineSettings:
             (self.lr_times > 0 and self.lr_coefficients > 0, "learning rates must be positive"),
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.teacher_steps >= 10, f"teacher_steps: {self.teacher_steps} must be at least 10"),
+            (self.feature_weight >= 0, f"feature_weight: {self.feature_weight} must not be negative"),
         ]
         for ok, message in checks:
             if not ok:
@@ -119,30 +120,66 @@ def refine(
     settings: RefineSettings = RefineSettings(),
     progress: Progress | None = None,
     cache: TeacherCache | None = None,
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RefineResult:
     """Refine ``schedule`` for ``model``; ``progress(iteration, train_loss, validation_loss or None)`` is called
-    after every iteration; ``cache`` keeps the teacher for the next refinement. Raises
+    after every iteration; ``cache`` keeps the teacher for the next refinement; ``features`` maps samples to
+    a feature space (a differentiable image network) for ``settings.feature_weight``. Raises
     :class:`~schedsearch.solvers.ScheduleError` when the schedule does not fit the model (or the learned times
-    collapse)."""
+    collapse).
+
+    The loss is the mean squared distance to the teacher; with a feature weight w it is
+    L2 / L2₀ + w · F / F₀, F the mean squared distance of the features and ₀ the values at the start on
+    the validation split (so w weighs the two terms as shares of where they started)."""
     start = time.perf_counter()
+    if settings.feature_weight > 0 and features is None:
+        raise ValueError("feature_weight: this model has no image feature network to measure distances in")
     scale = schedule.guidance_scale if settings.guidance_scale is None else settings.guidance_scale
     params = ScheduleParameters(schedule, model.noise_schedule, settings.targets)
     noises, target = training_set(model, settings, scale, cache)
     n_val = max(1, int(round(settings.samples * settings.validation)))
     train = torch.arange(n_val, settings.samples)
     val = torch.arange(n_val)
+    use_features = settings.feature_weight > 0 and features is not None
+    target_features = None
+    if use_features:
+        with torch.no_grad():
+            target_features = torch.cat([features(chunk) for chunk in target.split(250)])
+    norms = (1.0, 1.0)
 
-    def loss_on(index: torch.Tensor) -> torch.Tensor:
+    def terms(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         labels = None if noises.labels is None else noises.labels[index]
         out = integrate(model, params.plan(), noises.noise[index], labels, scale)
-        return ((out - target[index].to(out)) ** 2).mean()
+        l2 = ((out - target[index].to(out)) ** 2).mean()
+        if target_features is None or features is None:
+            return l2, None
+        f = features(out.to(target.dtype))
+        return l2, ((f - target_features[index].to(f)) ** 2).mean()
+
+    def combine(l2: torch.Tensor, feat: torch.Tensor | None) -> torch.Tensor:
+        if feat is None:
+            return l2
+        return l2 / norms[0] + settings.feature_weight * feat / norms[1]
+
+    def loss_on(index: torch.Tensor) -> torch.Tensor:
+        return combine(*terms(index))
+
+    def validation_terms() -> tuple[float, float]:
+        with torch.no_grad():
+            l2_sum, feat_sum = 0.0, 0.0
+            for chunk in val.split(max(settings.batch_size, 250)):
+                l2, feat = terms(chunk)
+                l2_sum += float(l2) * len(chunk)
+                feat_sum += (0.0 if feat is None else float(feat)) * len(chunk)
+            return l2_sum / len(val), feat_sum / len(val)
 
     def validate() -> float:
-        with torch.no_grad():
-            total = 0.0
-            for chunk in val.split(max(settings.batch_size, 250)):
-                total += float(loss_on(chunk)) * len(chunk)
-            return total / len(val)
+        l2, feat = validation_terms()
+        return float(combine(torch.tensor(l2), torch.tensor(feat) if use_features else None))
+
+    if use_features:
+        l2_0, feat_0 = validation_terms()
+        norms = (max(l2_0, 1e-30), max(feat_0, 1e-30))
 
     optimizer = torch.optim.Adam(params.groups(settings.lr_times, settings.lr_coefficients))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.iterations)
@@ -179,6 +216,7 @@ def refine(
     refined = params.to_schedule(refined={
         "from": schedule.provenance.get("baseline") or schedule.provenance.get("name") or schedule.canonical_hash()[:12],
         "teacher": f"dpmpp_3m/{settings.teacher_steps}", "train_seed": settings.seed,
+        **({"feature_weight": settings.feature_weight} if use_features else {}),
         "samples": settings.samples, "iterations": done, "best_iteration": best_iteration,
         "validation_loss": best, "initial_validation_loss": initial,
     })
@@ -187,27 +225,61 @@ def refine(
     return RefineResult(refined, initial, best, train_loss, done, best_iteration, seconds, tuple(history))
 
 
+def feature_network(model: DiffusionModel, extractor: str | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The differentiable image features refinement can compare samples in: the bundled digits classifier's
+    penultimate layer (the digits FID extractor) for the digits model when no other extractor is chosen;
+    None for every other model (their extractors take quantised images, which stop gradients)."""
+    if not model.info.get("digits") or extractor is not None:
+        return None
+    from schedsearch.solvers.digits import load_digits_classifier
+
+    net = load_digits_classifier(device=model.device)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return net.features(x.to(torch.float32).clamp(-1.0, 1.0))
+
+    return features
+
+
+def resolve_feature_weight(weight: float | None, features: object | None) -> float:
+    """``None`` (the default): 1 where the model has a feature network, else 0; an explicit weight on a model
+    without one is an error."""
+    if weight is None:
+        return DEFAULT_FEATURE_WEIGHT if features is not None else 0.0
+    if weight > 0 and features is None:
+        raise ValueError(f"feature_weight: {weight:g}, but this model has no image feature network to compare in "
+                         "(refinement uses the bundled digits classifier's; other models learn from the L2 term)")
+    return weight
+
+
+#: the feature term's weight where a model has a feature network (measured on digits: see benchmarks/refine.py)
+DEFAULT_FEATURE_WEIGHT = 1.0
+
 #: what a search config's ``refine:`` section may set (the rest of :class:`RefineSettings` comes from the search)
-OPTION_KEYS = ("iterations", "samples", "batch_size", "seed", "lr_times", "lr_coefficients", "learn")
+OPTION_KEYS = ("iterations", "samples", "batch_size", "seed", "lr_times", "lr_coefficients", "learn",
+               "feature_weight")
 
 
 def settings_from_options(options: dict[str, Any], guidance_scale: float | None, teacher_steps: int,
-                          cache_root: Path | None) -> RefineSettings:
-    """The settings of a search's refinement job (``options``: the config's ``refine`` values)."""
+                          cache_root: Path | None, features: object | None = None) -> RefineSettings:
+    """The settings of a search's refinement job (``options``: the config's ``refine`` values; ``features``:
+    the model's feature network, which decides the default feature weight)."""
     learn = set(options.get("learn", ("times", "relaxations", "free_weights")))
     targets = RefineTargets(times="times" in learn, relaxations="relaxations" in learn,
                             free_weights="free_weights" in learn)
-    values = {k: options[k] for k in OPTION_KEYS if k in options and k != "learn"}
+    values = {k: options[k] for k in OPTION_KEYS if k in options and k not in ("learn", "feature_weight")}
+    weight = resolve_feature_weight(options.get("feature_weight"), features)
     return RefineSettings(**values, teacher_steps=teacher_steps, guidance_scale=guidance_scale, targets=targets,
-                          cache_root=cache_root)
+                          cache_root=cache_root, feature_weight=weight)
 
 
 def refine_output(model: DiffusionModel, schedule: dict[str, Any], settings: RefineSettings,
-                  cache: TeacherCache | None = None, progress: Progress | None = None) -> dict[str, Any]:
+                  cache: TeacherCache | None = None, progress: Progress | None = None,
+                  features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
     """A refinement as JSON-able values: the refined schedule and its losses, or ``{"error": reason}``."""
     start = time.perf_counter()
     try:
-        result = refine(model, Schedule.from_dict(schedule), settings, progress, cache)
+        result = refine(model, Schedule.from_dict(schedule), settings, progress, cache, features)
     except (SolverError, ValueError) as exc:
         return {"error": f"refinement failed: {exc}", "seconds": time.perf_counter() - start}
 

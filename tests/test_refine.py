@@ -197,7 +197,30 @@ def test_refine_cli_writes_a_schedule_that_sample_runs(tmp_path, capsys):
     assert torch.load(tmp_path / "x.pt").shape == (8, 2)
 
 
+def test_image_models_also_learn_in_the_feature_space_of_their_classifier():
+    """On the digits model the loss adds the distance in the bundled classifier's features, each term as a share
+    of where it started (so the start is 1 + w); models without a feature network cannot ask for it."""
+    from schedsearch.search.refine import feature_network, resolve_feature_weight
+
+    model = load_model("builtin:digits")
+    features = feature_network(model)
+    assert features is not None and feature_network(model, extractor="inception-v3-compat") is None
+    assert resolve_feature_weight(None, features) == 1.0 and resolve_feature_weight(None, None) == 0.0
+    with pytest.raises(ValueError, match="feature_weight: 2, but this model has no image feature network"):
+        resolve_feature_weight(2.0, None)
+    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    features(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # gradients reach the samples
+    settings = RefineSettings(iterations=4, samples=24, batch_size=12, eval_every=2, teacher_steps=12,
+                              feature_weight=2.0)
+    result = refine(model, baseline("dpmpp_2m", 3, model), settings, features=features)
+    assert result.initial_loss == pytest.approx(3.0)
+    assert result.schedule.provenance["refined"]["feature_weight"] == 2.0
+
+
 @pytest.mark.parametrize("args, message", [
+    (["-o", "{tmp}/r.json", "--feature-weight", "2"],
+     "feature_weight: 2, but this model has no image feature network"),
     (["-o", "{tmp}/r.txt"], "-o/--output {tmp}/r.txt: unknown file type '.txt' (use json)"),
     (["-o", "{tmp}/r.json", "--model", "builtin:gmm-8d"],
      "time_domain: schedule is 'discrete_vp' but the model uses 'continuous_vp'"),

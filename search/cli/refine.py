@@ -16,25 +16,29 @@ def _cmd_refine(args: argparse.Namespace) -> None:
 
     from schedsearch.solvers import load_model
     from schedsearch.solvers.parameters import RefineTargets
-    from schedsearch.search.refine import RefineSettings, refine
+    from schedsearch.search.refine import RefineSettings, feature_network, refine, resolve_feature_weight
 
     out = output_path("-o/--output", args.output, ("json",))
     schedule = read_schedule(args.schedule)
     model = prompted(load_model(args.model, device=args.device), args)
     schedule.check_for(model.noise_schedule)
     check_guidance("--guidance-scale", args.guidance_scale, model)
+    features = feature_network(model)
     try:
+        weight = resolve_feature_weight(args.feature_weight, features)
         targets = RefineTargets(times=not args.no_times, relaxations=not args.no_relaxations,
                                 free_weights=not args.no_free_weights)
         settings = RefineSettings(
             iterations=args.iterations, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
             lr_times=args.lr_times, lr_coefficients=args.lr_coefficients, guidance_scale=args.guidance_scale,
             targets=targets, cache_root=None if args.cache_dir is None else Path(args.cache_dir).expanduser(),
+            feature_weight=weight,
         )
     except ValueError as exc:
         raise UserError(f"refine: {exc}") from None
+    loss = "L2" + (f" + {weight:g} x feature distance" if weight > 0 else "")
     print(f"refining {args.schedule} (NFE {schedule.nfe}) on {model.name}: teacher = {settings.teacher_steps}-step "
-          f"DPM-Solver++ 3M on {settings.samples} training draws (seed {settings.seed})", file=sys.stderr)
+          f"DPM-Solver++ 3M on {settings.samples} training draws (seed {settings.seed}); loss {loss}", file=sys.stderr)
     bar = tqdm(total=settings.iterations, desc="refine", unit="it", file=sys.stderr, dynamic_ncols=True,
                disable=args.quiet)
     shown: dict[str, str] = {}
@@ -47,7 +51,7 @@ def _cmd_refine(args: argparse.Namespace) -> None:
         bar.update(1)
 
     try:
-        result = refine(model, schedule, settings, progress)
+        result = refine(model, schedule, settings, progress, features=features if weight > 0 else None)
     finally:
         bar.close()
     out.write_text(result.schedule.to_json() + "\n")
@@ -57,20 +61,29 @@ def _cmd_refine(args: argparse.Namespace) -> None:
 
 
 def register(sub: Any) -> None:
+    from ..refine_defaults import REFINE_DEFAULTS
+
     p = sub.add_parser("refine", help="learn a schedule's times and coefficients against a high-NFE teacher")
     p.add_argument("schedule", help="schedule JSON file (a baseline, a search winner, an exported schedule)")
     p.add_argument("--model", required=True, help="diffusers directory, hub id, or builtin:<name>")
     p.add_argument("-o", "--output", required=True, help="the refined schedule's JSON file")
-    p.add_argument("--iterations", type=at_least(1), default=200, help="optimiser steps (default 200)")
-    p.add_argument("--samples", type=at_least(4), default=600,
-                   help="training draws; a quarter of them is the validation split (default 600)")
-    p.add_argument("--seed", type=int, default=2,
+    d = REFINE_DEFAULTS
+    p.add_argument("--iterations", type=at_least(1), default=d["iterations"],
+                   help=f"optimiser steps (default {d['iterations']}; fewer when the validation loss stops improving)")
+    p.add_argument("--samples", type=at_least(4), default=d["samples"],
+                   help=f"training draws; a quarter of them is the validation split (default {d['samples']})")
+    p.add_argument("--seed", type=int, default=d["seed"],
                    help="seed of the training noise; keep it apart from the search (0) and held-out (1) seeds "
-                        "(default 2)")
-    p.add_argument("--batch-size", type=at_least(1), default=150, help="draws per optimiser step (default 150)")
-    p.add_argument("--lr-times", type=finite_float, default=0.03, help="Adam's rate on the time logits")
-    p.add_argument("--lr-coefficients", type=finite_float, default=0.003,
-                   help="Adam's rate on relaxations and free weights")
+                        f"(default {d['seed']})")
+    p.add_argument("--batch-size", type=at_least(1), default=d["batch_size"],
+                   help=f"draws per optimiser step (default {d['batch_size']})")
+    p.add_argument("--lr-times", type=finite_float, default=d["lr_times"],
+                   help=f"Adam's rate on the time logits (default {d['lr_times']:g})")
+    p.add_argument("--lr-coefficients", type=finite_float, default=d["lr_coefficients"],
+                   help=f"Adam's rate on relaxations and free weights (default {d['lr_coefficients']:g})")
+    p.add_argument("--feature-weight", type=finite_float,
+                   help="weight of the distance in image features beside the L2 distance (default: 1 for the digits "
+                        "model, whose bundled classifier gives the features; 0 elsewhere)")
     p.add_argument("--no-times", action="store_true", help="keep the times")
     p.add_argument("--no-relaxations", action="store_true", help="keep the derivative relaxations")
     p.add_argument("--no-free-weights", action="store_true",
