@@ -27,6 +27,7 @@ from pathlib import Path
 from schedsearch.search.config import parse_config
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
+from schedsearch.search.refine_defaults import REFINE_DEFAULTS
 from schedsearch.search.results import summarize
 from schedsearch.storage import Stage, TrialState, TrialStore
 
@@ -103,9 +104,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--refine-top", type=int, default=2, help="searched schedules refined per row")
     parser.add_argument("--refine-baselines", type=int, default=1, help="baselines refined per row")
-    parser.add_argument("--iterations", type=int, default=200, help="refinement steps")
-    parser.add_argument("--train-samples", type=int, default=600, help="training draws of the teacher")
-    parser.add_argument("--batch-size", type=int, default=150, help="draws per refinement step")
+    parser.add_argument("--iterations", type=int, default=REFINE_DEFAULTS["iterations"], help="refinement steps")
+    parser.add_argument("--train-samples", type=int, default=REFINE_DEFAULTS["samples"],
+                        help="training draws of the teacher")
+    parser.add_argument("--batch-size", type=int, default=REFINE_DEFAULTS["batch_size"],
+                        help="draws per refinement step")
     parser.add_argument("--json", help="append every row as a JSON line here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -184,6 +184,23 @@ def test_refinement_beats_its_start_on_held_out_noise():
     assert rmse(refined) < 0.85 * rmse(schedule)
 
 
+def test_rates_that_overshoot_every_step_are_retried_ten_times_smaller(monkeypatch):
+    """A start that no step at the configured rates improves (here: absurd rates) is refined again with smaller
+    steps; the schedule says at which scale its iterate was found."""
+    import schedsearch.search.refine as refine_module
+
+    model = load_model("builtin:gmm-ring")
+    schedule = baseline("dpmpp_2m", 4, model)
+    settings = RefineSettings(iterations=30, samples=200, batch_size=100, eval_every=5, patience=2,
+                              lr_times=300.0, lr_coefficients=30.0)
+    monkeypatch.setattr(refine_module, "RETRY_SCALES", (1.0, 1e-4))
+    seen = []
+    result = refine(model, schedule, settings, lambda i, train, val: seen.append(i))
+    assert result.schedule.provenance["refined"]["lr_scale"] == 1e-4
+    assert result.best_iteration > 0 and result.loss < result.initial_loss
+    assert seen == list(range(1, result.iterations + 1))  # the retry's steps count on from the first's
+
+
 def test_refine_cli_writes_a_schedule_that_sample_runs(tmp_path, capsys):
     start, out = tmp_path / "start.json", tmp_path / "refined.json"
     assert main(["baseline", "unipc_bh2", "--nfe", "4", "--model", "builtin:gmm-ring", "-o", str(start)]) == 0
