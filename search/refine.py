@@ -5,10 +5,10 @@ refinement tunes its numbers (:class:`~schedsearch.solvers.parameters.SchedulePa
 The teacher is the model's reference solve (DPM-Solver++ 3M, 100 steps) of a *training*
 noise set, drawn from its own seed, apart from the search and the held-out noise. The loss
 is the mean squared distance between the few-step output and the teacher (LD3, S4S), plus a
-distance in image features where the model has a differentiable feature network; Adam with a
-cosine schedule; a validation split of the training noises picks the best iterate and stops
-early when it no longer improves; when no iterate beats the start, the steps are retried ten
-times smaller.
+distance in image features where the model has a differentiable feature network. Adam; a
+validation split of the training noises keeps the best iterate, and on a plateau refinement
+returns to it with smaller steps (large steps first, then finer ones: one setting serves
+schedules far from and near their optimum), stopping after a few such cuts.
 """
 
 from __future__ import annotations
@@ -89,9 +89,10 @@ class RefineResult:
 
 Progress = Callable[[int, float, float | None], None]
 
-#: the rates' scales tried in turn: when no iterate beats the start at the configured rates (a schedule
-#: already near its optimum, which those steps overshoot), refinement starts again with steps ten times smaller
-RETRY_SCALES = (1.0, 0.1)
+#: on a plateau (``patience`` validations without a better iterate, or a divergence) refinement returns to its
+#: best iterate and goes on with steps CUT times as large, at most MAX_CUTS times; then it stops
+CUT = 0.3
+MAX_CUTS = 3
 
 
 #: teachers already solved, by (training seed, draws, guidance scale, teacher steps): a worker that refines
@@ -189,55 +190,54 @@ def refine(
 
     generator = torch.Generator().manual_seed(settings.seed)
     initial = best = validate()
-    start_state = {k: v.detach().clone() for k, v in params.state_dict().items()}
-    best_state = start_state
-    best_iteration, train_loss, done, lr_scale = 0, math.nan, 0, 1.0
+    best_state = {k: v.detach().clone() for k, v in params.state_dict().items()}
+    best_iteration, train_loss, done, stale, lr_scale, best_scale, cuts = 0, math.nan, 0, 0, 1.0, 1.0, 0
     history: list[tuple[int, float, float]] = [(0, math.nan, initial)]
-    for lr_scale in RETRY_SCALES:  # a start the rates overshoot (one near its optimum) gets smaller steps
-        if lr_scale != RETRY_SCALES[0]:
-            if best_iteration:
-                break
-            params.load_state_dict(start_state)
-        optimizer = torch.optim.Adam(params.groups(settings.lr_times * lr_scale, settings.lr_coefficients * lr_scale))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.iterations)
-        stale, offset = 0, done
-        for step in range(1, settings.iterations + 1):
-            iteration = offset + step
-            batch = train[torch.randperm(len(train), generator=generator)[: settings.batch_size]]
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                loss = loss_on(batch)
-            except SolverError:  # the times left the model's range (a point at σ = 0): as diverged
-                break
-            if not torch.isfinite(loss):
-                break  # diverged: keep the best iterate so far
+
+    def optimizer_at(scale: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params.groups(settings.lr_times * scale, settings.lr_coefficients * scale))
+
+    optimizer = optimizer_at(lr_scale)
+    for iteration in range(1, settings.iterations + 1):
+        batch = train[torch.randperm(len(train), generator=generator)[: settings.batch_size]]
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            loss = loss_on(batch)
+        except SolverError:  # the times left the model's range (a point at σ = 0): as a divergence
+            loss = torch.tensor(math.nan)
+        diverged = not torch.isfinite(loss)
+        if not diverged:
             loss.backward()
             optimizer.step()
-            scheduler.step()
-            train_loss, done = loss.item(), iteration
-            val_loss = None
-            if step % settings.eval_every == 0 or step == settings.iterations:
-                try:
-                    val_loss = validate()
-                except SolverError:
-                    val_loss = math.inf
-                history.append((iteration, train_loss, val_loss))
-                if math.isfinite(val_loss) and val_loss < best:
-                    best, best_iteration, stale = val_loss, iteration, 0
-                    best_state = {k: v.detach().clone() for k, v in params.state_dict().items()}
-                else:
-                    stale += 1
-            if progress is not None:
-                progress(iteration, train_loss, val_loss)
-            if stale >= settings.patience:
+            train_loss = loss.item()
+        done = iteration
+        val_loss = None
+        if diverged or iteration % settings.eval_every == 0 or iteration == settings.iterations:
+            try:
+                val_loss = math.inf if diverged else validate()
+            except SolverError:
+                val_loss = math.inf
+            history.append((iteration, train_loss, val_loss))
+            if math.isfinite(val_loss) and val_loss < best:
+                best, best_iteration, stale, best_scale = val_loss, iteration, 0, lr_scale
+                best_state = {k: v.detach().clone() for k, v in params.state_dict().items()}
+            else:
+                stale += 1
+        if progress is not None:
+            progress(iteration, train_loss, val_loss)
+        if diverged or stale >= settings.patience:  # on a plateau: back to the best iterate, smaller steps
+            if cuts == MAX_CUTS:
                 break
+            cuts, stale, lr_scale = cuts + 1, 0, lr_scale * CUT
+            params.load_state_dict(best_state)
+            optimizer = optimizer_at(lr_scale)
     params.load_state_dict(best_state)
     seconds = time.perf_counter() - start
     refined = params.to_schedule(refined={
         "from": schedule.provenance.get("baseline") or schedule.provenance.get("name") or schedule.canonical_hash()[:12],
         "teacher": f"dpmpp_3m/{settings.teacher_steps}", "train_seed": settings.seed,
         **({"feature_weight": settings.feature_weight} if use_features else {}),
-        "samples": settings.samples, "iterations": done, "best_iteration": best_iteration, "lr_scale": lr_scale,
+        "samples": settings.samples, "iterations": done, "best_iteration": best_iteration, "lr_scale": best_scale,
         "validation_loss": best, "initial_validation_loss": initial,
     })
     if scale != refined.guidance_scale:  # trained for this scale: the schedule says so

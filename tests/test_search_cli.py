@@ -71,6 +71,11 @@ def test_search_prints_the_table_exports_the_winner_and_plots(tmp_path):
     assert trial_rows(url) == before
     again = run("resume", "mix", "--db", url, "-q")  # nothing left to do: the same table
     assert again.returncode == 0 and trial_rows(url) == before
+    refined = run("resume", "mix", "--db", url, "-q", "--refine", "1", "-o", str(tmp_path / "refined"))
+    assert refined.returncode == 0, refined.stderr
+    rows = trial_rows(url)
+    assert rows[: len(before)] == before and [r[2] for r in rows[len(before):]] == ["refine", "holdout"]
+    assert "refined #" in refined.stdout  # validated beside the others, in the table
 
 
 def _finished(db: Path) -> int:
