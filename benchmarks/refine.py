@@ -18,9 +18,7 @@ refined / best baseline and the share of the gap (best baseline − floor) each 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from schedsearch.search.results import summarize
 from schedsearch.storage import Stage, TrialState, TrialStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_quality import gap, row_config  # noqa: E402  (one row config for both benchmarks)
+from search_quality import gap, row_config, run_rows  # noqa: E402  (one row config for both benchmarks)
 
 ROWS = [f"digits:{g}:{n}" for g in (1, 2) for n in (3, 4, 5)] + [f"gmm-8d:1:{n}" for n in range(3, 11)]
 SHOWN = {"digits": ("fid", "fid_b", "accuracy", "recall"), "gmm-8d": ("mmd", "nll")}
@@ -110,14 +108,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=REFINE_DEFAULTS["batch_size"],
                         help="draws per refinement step")
     parser.add_argument("--json", help="append every row as a JSON line here")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        for spec in args.rows.split(","):
-            r = run_row(spec, args, Path(tmp))
-            print_row(r)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(r) + "\n")
+    run_rows(parser.parse_args(), run_row, print_row)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from schedsearch.search.config import parse_config
@@ -106,11 +107,16 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="append every row as a JSON line here")
-    args = parser.parse_args()
+    run_rows(parser.parse_args(), run_row, print_row)
+
+
+def run_rows(args: argparse.Namespace, run: Callable[[str, argparse.Namespace, Path], dict],
+             show: Callable[[dict], None]) -> None:
+    """Every row of ``--rows`` in one temporary store, printed as it ends (and kept as a JSON line in ``--json``)."""
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.rows.split(","):
-            r = run_row(spec, args, Path(tmp))
-            print_row(r)
+            r = run(spec, args, Path(tmp))
+            show(r)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
