@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .context import EvaluationSpec
-from .refine_defaults import REFINE_DEFAULTS
+from .refine_defaults import LEARNABLE, REFINE_DEFAULTS
 from .space import DECISIONS, PRESETS, SpaceError, SpaceSpec
 
 STRATEGY_NAMES = ("random", "evolution", "generational", "guided", "tpe", "cmaes", "nsga2", "gp")
@@ -138,7 +138,7 @@ class ValidationConfig(_Model):
 class RefineConfig(_Model):
     """After the budget, before validation: the ``top_k`` best searched schedules and the ``baselines`` best
     baselines per NFE have their continuous numbers (``learn``: times, derivative relaxations, free per-step
-    weights) learned by gradient descent against the teacher — the reference solve of a training noise set
+    weights, the network's input times) learned by gradient descent against the teacher — the reference solve of a training noise set
     (``seed``, ``samples`` draws), apart from the search and held-out noise. Each refined schedule is a trial
     (stage ``refine``) measured like the others and validated on the held-out noise. Off by default."""
 
@@ -150,7 +150,7 @@ class RefineConfig(_Model):
     seed: int = REFINE_DEFAULTS["seed"]
     lr_times: float = Field(REFINE_DEFAULTS["lr_times"], gt=0)
     lr_coefficients: float = Field(REFINE_DEFAULTS["lr_coefficients"], gt=0)
-    learn: tuple[Literal["times", "relaxations", "free_weights"], ...] = ("times", "relaxations", "free_weights")
+    learn: tuple[Literal["times", "relaxations", "free_weights", "model_times"], ...] = LEARNABLE
     feature_weight: float | None = Field(None, ge=0, description="the image-feature term's weight (default: 1 where "
                                                                  "the model has a feature network, else 0)")
 
@@ -158,7 +158,7 @@ class RefineConfig(_Model):
     @classmethod
     def _learn(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise ValueError("nothing to learn: give at least one of times, relaxations, free_weights")
+            raise ValueError(f"nothing to learn: give at least one of {', '.join(LEARNABLE)}")
         return tuple(dict.fromkeys(value))
 
     @property

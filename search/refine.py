@@ -26,7 +26,7 @@ from schedsearch.solvers import DiffusionModel, Schedule, SolverError, baseline
 from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
 from schedsearch.solvers.sampler import integrate
 
-from .refine_defaults import REFINE_DEFAULTS, TRAIN_SEED
+from .refine_defaults import LEARNABLE, REFINE_DEFAULTS, TRAIN_SEED
 from .metrics.quality import ReferenceDistance
 from .metrics.suite import REFERENCE_STEPS
 from .noise_set import NoiseSet
@@ -284,9 +284,8 @@ def settings_from_options(options: dict[str, Any], guidance_scale: float | None,
                           cache_root: Path | None, features: object | None = None) -> RefineSettings:
     """The settings of a search's refinement job (``options``: the config's ``refine`` values; ``features``:
     the model's feature network, which decides the default feature weight)."""
-    learn = set(options.get("learn", ("times", "relaxations", "free_weights")))
-    targets = RefineTargets(times="times" in learn, relaxations="relaxations" in learn,
-                            free_weights="free_weights" in learn)
+    learn = set(options.get("learn", LEARNABLE))
+    targets = RefineTargets(**{what: what in learn for what in LEARNABLE})
     values = {k: options[k] for k in OPTION_KEYS if k in options and k not in ("learn", "feature_weight")}
     weight = resolve_feature_weight(options.get("feature_weight"), features)
     return RefineSettings(**values, teacher_steps=teacher_steps, guidance_scale=guidance_scale, targets=targets,

@@ -13,5 +13,8 @@ from typing import Any
 #: the training noise's seed: apart from the search noise (0) and the held-out noise (1) by default
 TRAIN_SEED = 2
 
+#: what refinement may learn (all of it by default)
+LEARNABLE = ("times", "relaxations", "free_weights", "model_times")
+
 REFINE_DEFAULTS: dict[str, Any] = {"iterations": 250, "samples": 600, "batch_size": 100, "seed": TRAIN_SEED,
                                    "lr_times": 0.1, "lr_coefficients": 0.01, "patience": 4}

@@ -10,7 +10,9 @@ output to :meth:`SchedsearchScheduler.step`, which runs the same compiled plan a
 followed by an *implicit* corrector lists its end time twice (the pipeline's second
 call evaluates the corrected point), so ``len(timesteps)`` is the schedule's NFE. An
 analytical first step cannot skip the call the pipeline makes at t₀: its output is
-discarded, and the pipeline makes NFE + 1 calls.
+discarded, and the pipeline makes NFE + 1 calls. A refined schedule whose steps carry model
+times lists those: the pipeline tells the network the learned time, the solver steps between
+the schedule's own times.
 
 The noise schedule comes from the pipeline's scheduler config (discrete DDPM betas, as
 ``load_model`` reads them), the model's output type from its ``prediction_type``. The
@@ -61,7 +63,8 @@ class _Call:
 def _calls(schedule: Schedule) -> tuple[_Call, ...]:
     out = []
     for i in range(schedule.num_steps):
-        t = schedule.timesteps[i]
+        own = schedule.steps[i].model_time
+        t = schedule.timesteps[i] if own is None else own  # the time the network is told
         if i == 0 and schedule.analytic_first_step is not None:
             out.append(_Call(0, t, "analytic"))
             continue

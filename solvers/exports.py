@@ -129,6 +129,9 @@ def diffusers_export(schedule: Schedule, noise_schedule: NoiseSchedule) -> Diffu
     if any(step.estimator is Estimator.FREE for step in schedule.steps):
         return DiffusersExport(calls, reason="its steps carry learned weights (a refined schedule), which no "
                                              "diffusers scheduler has")
+    if any(step.model_time is not None for step in schedule.steps):
+        return DiffusersExport(calls, reason="its network is told learned times apart from the solver's (a refined "
+                                             "schedule), which no diffusers scheduler does")
     name = _matching_baseline(schedule)
     if name is None:
         return DiffusersExport(calls, reason=_describe_mix(schedule))

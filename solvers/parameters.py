@@ -9,7 +9,11 @@ what is learned:
 - the **relaxation** of every estimated derivative (a factor on D_k, 1 = exact);
 - **free weights** (optional): an offset on each predictor weight, initialised at 0, so the
   step starts as its analytic self. Exported, such a step becomes a ``free`` step whose weights
-  are the analytic ones at the final times plus the learned offsets.
+  are the analytic ones at the final times plus the learned offsets;
+- **model times** (LD3's decoupled times): the time the network is told at each point after the
+  first, t_i + w·g_i·tanh(θ_i) with g_i the gap to the nearer neighbouring time and w =
+  ``MODEL_TIME_WINDOW``, so it stays between its neighbours; the solver's coefficients keep t_i.
+  Exported as the steps' ``model_time``.
 
 :meth:`ScheduleParameters.plan` gives the differentiable plan, :meth:`to_schedule` the
 schedule the current values describe.
@@ -17,6 +21,7 @@ schedule the current values describe.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,10 +40,17 @@ class RefineTargets:
     times: bool = True
     relaxations: bool = True
     free_weights: bool = True
+    model_times: bool = True
 
     def __post_init__(self) -> None:
-        if not (self.times or self.relaxations or self.free_weights):
-            raise ScheduleError("refinement: nothing to learn (times, relaxations and free weights all off)")
+        if not (self.times or self.relaxations or self.free_weights or self.model_times):
+            raise ScheduleError("refinement: nothing to learn (times, relaxations, free weights and model times all off)")
+
+
+#: a learned model time stays within this share of the gap to the nearer neighbouring time
+MODEL_TIME_WINDOW = 0.5
+#: the model-time parameters' learning rate, as a share of the times'
+MODEL_TIME_LR = 0.5
 
 
 class ScheduleParameters(torch.nn.Module):
@@ -73,6 +85,15 @@ class ScheduleParameters(torch.nn.Module):
                 if step.corrector is not Corrector.NONE:
                     self.corrector_offsets[str(i)] = torch.nn.Parameter(
                         torch.zeros(len(step.points) + 1, dtype=torch.float64))
+        self.learn_model_times = targets.model_times and len(schedule.steps) > 1
+        start = torch.zeros(max(len(schedule.steps) - 1, 0), dtype=torch.float64)
+        if self.learn_model_times:  # a model time the schedule has: its offset in the window (at its edge if beyond)
+            gaps = self._gaps(torch.tensor(times, dtype=torch.float64))
+            for k, step in enumerate(schedule.steps[1:]):
+                if step.model_time is not None:
+                    share = (step.model_time - times[k + 1]) / (MODEL_TIME_WINDOW * float(gaps[k]))
+                    start[k] = math.atanh(max(-0.999, min(0.999, share)))
+        self.model_shift = torch.nn.Parameter(start, requires_grad=self.learn_model_times)
 
     def times(self) -> torch.Tensor:
         """The N+1 times the parameters describe (t₀ and, for data-ending schedules, t_N fixed)."""
@@ -87,12 +108,28 @@ class ScheduleParameters(torch.nn.Module):
             parts.append(torch.tensor([t[-1]], dtype=torch.float64))
         return torch.cat(parts)
 
+    @staticmethod
+    def _gaps(times: torch.Tensor) -> torch.Tensor:
+        """For the points 1 … N−1: the gap to the nearer neighbouring time."""
+        return torch.minimum(times[:-2] - times[1:-1], times[1:-1] - times[2:])
+
+    def model_times(self, times: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+        """The learned network input times of points 1 … N−1 (empty unless model times are learned)."""
+        if not self.learn_model_times:
+            return {}
+        t = self.times() if times is None else times
+        window = MODEL_TIME_WINDOW * self._gaps(t.detach())
+        shifted = t[1:-1] + window * torch.tanh(self.model_shift)
+        return {k + 1: shifted[k] for k in range(shifted.numel())}
+
     def plan(self) -> Plan:
         """The differentiable plan at the current values."""
         relax = {int(i): list(r.unbind()) for i, r in self.relaxations.items()}
         offsets = {int(i): w for i, w in self.weight_offsets.items()}
         corrector = {int(i): w for i, w in self.corrector_offsets.items()}
-        return differentiable_plan(self.schedule, self.noise_schedule, self.times(), relax, offsets, corrector)
+        times = self.times()
+        return differentiable_plan(self.schedule, self.noise_schedule, times, relax, offsets, corrector,
+                                   self.model_times(times))
 
     @torch.no_grad()
     def to_schedule(self, **provenance: object) -> Schedule:
@@ -114,7 +151,10 @@ class ScheduleParameters(torch.nn.Module):
                 corrector = plan.steps[i].corrector
                 corrector_weights = () if corrector is None else _learned(corrector, i, self.corrector_offsets[key])
                 steps[i] = Step(steps[i].prediction, steps[i].order, steps[i].derivatives, steps[i].corrector,
-                                Estimator.FREE, weights, corrector_weights)
+                                Estimator.FREE, weights, corrector_weights, steps[i].model_time)
+        for i, model_time in self.model_times().items():  # written where it differs from the point's own time
+            if float(model_time) != times[i] or steps[i].model_time is not None:
+                steps[i] = replace(steps[i], model_time=float(model_time))
         merged = {**dict(self.schedule.provenance), **provenance}
         return Schedule(self.schedule.time_domain, tuple(times), tuple(steps), self.schedule.analytic_first_step,
                         self.schedule.guidance_scale, merged)
@@ -128,6 +168,8 @@ class ScheduleParameters(torch.nn.Module):
             groups.append({"params": [self.time_logits], "lr": lr_times})
         if coefficients:
             groups.append({"params": coefficients, "lr": lr_coefficients})
+        if self.learn_model_times:
+            groups.append({"params": [self.model_shift], "lr": lr_times * MODEL_TIME_LR})
         return groups
 
 

@@ -22,7 +22,8 @@ from .schedule import AnalyticFirstStep, Corrector, Estimator, Schedule, Step
 
 @dataclass(frozen=True)
 class StepPlan:
-    """Point i is evaluated at ``time``; ``predictor`` then gives x_{i+1}."""
+    """Point i is evaluated at ``time`` (the network's input time: t_i or the step's model time), with the
+    conversion to predictions at ``node`` (t_i); ``predictor`` then gives x_{i+1}."""
 
     time: Scalar
     node: Node
@@ -57,13 +58,15 @@ def differentiable_plan(
     relaxations: Mapping[int, Sequence[Scalar]] | None = None,
     weight_offsets: Mapping[int, torch.Tensor] | None = None,
     corrector_offsets: Mapping[int, torch.Tensor] | None = None,
+    model_times: Mapping[int, Scalar] | None = None,
 ) -> Plan:
     """The plan of ``schedule`` as float64 tensors, differentiable in
 
     - ``times`` (N+1,): replaces the schedule's times (default: them);
     - ``relaxations[i]``: step i's derivative relaxations (default: the schedule's);
     - ``weight_offsets[i]``: added to step i's predictor weights, one per point of ``Step.points``;
-    - ``corrector_offsets[i]``: added to step i's corrector weights (those points, then +1).
+    - ``corrector_offsets[i]``: added to step i's corrector weights (those points, then +1);
+    - ``model_times[i]``: the network's input time at step i's point (default: the step's, else t_i).
 
     With no arguments it equals :func:`compile_plan` to rounding.
     """
@@ -74,7 +77,7 @@ def differentiable_plan(
     lam = noise_schedule.lambda_torch(t)
     alpha, sigma = noise_schedule.alpha_sigma_torch(t)
     nodes = [Node(lam[j], alpha[j], sigma[j]) for j in range(t.numel())]
-    return _build(schedule, list(t.unbind()), nodes, relaxations, weight_offsets, corrector_offsets)
+    return _build(schedule, list(t.unbind()), nodes, relaxations, weight_offsets, corrector_offsets, model_times)
 
 
 def _build(
@@ -84,8 +87,10 @@ def _build(
     relaxations: Mapping[int, Sequence[Scalar]] | None = None,
     weight_offsets: Mapping[int, torch.Tensor] | None = None,
     corrector_offsets: Mapping[int, torch.Tensor] | None = None,
+    model_times: Mapping[int, Scalar] | None = None,
 ) -> Plan:
     relaxations = relaxations or {}
+    model_times = model_times or {}
     weight_offsets = weight_offsets or {}
     corrector_offsets = corrector_offsets or {}
     node_map = dict(enumerate(nodes))
@@ -106,7 +111,8 @@ def _build(
                 corrector = _ordered(corrector, i, (*step.points, 1), corrector_offsets.get(i))
         except ScheduleError as exc:
             raise ScheduleError(f"steps[{i}]: {exc}") from None
-        steps.append(StepPlan(times[i], s, predictor, corrector, step.corrector))
+        own = times[i] if step.model_time is None else step.model_time
+        steps.append(StepPlan(model_times.get(i, own), s, predictor, corrector, step.corrector))
     last_use = [0] * len(times)
     for i, sp in enumerate(steps):
         for update in (sp.predictor, sp.corrector):

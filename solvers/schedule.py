@@ -5,8 +5,8 @@ monotone and finite, orders legal for their position, derivative points that exi
 no corrector on the last step); :meth:`Schedule.check_for` checks it against a
 model's noise schedule (time domain and range). ``to_json``/``from_json`` implement
 the ``schedsearch.schedule/1`` format and its successor ``/2`` (written only for schedules with
-``free`` steps, so every other schedule keeps its /1 file and hash); every error names the
-offending field.
+learned numbers — ``free`` steps or model times — so every other schedule keeps its /1 file and
+hash); every error names the offending field.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .errors import ScheduleError
 from .noise_schedules import DATA_TIME, NoiseSchedule
 
 FORMAT = "schedsearch.schedule/1"
-#: the format of schedules with free (learned) weights; files of either format load
+#: the format of schedules with learned numbers (free weights, model times); files of either format load
 FORMAT_V2 = "schedsearch.schedule/2"
 FORMATS = (FORMAT, FORMAT_V2)
 MAX_ORDER = 4
@@ -94,6 +94,8 @@ class Step:
     ``weights`` (``free`` steps only) are (offset, weight) pairs on the step's points: 0 (the
     current point) and every derivative's active points, in that order; ``corrector_weights``
     (free steps with a corrector) the same on those points and +1, the point at the step's end.
+    ``model_time`` (learned by refinement; None: the point's own time t_i) is the time the network
+    is told when it evaluates the step's point; the solver's coefficients still use t_i.
     """
 
     prediction: Prediction = Prediction.DATA
@@ -103,6 +105,7 @@ class Step:
     estimator: Estimator = Estimator.TAYLOR
     weights: tuple[tuple[int, float], ...] = ()
     corrector_weights: tuple[tuple[int, float], ...] = ()
+    model_time: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prediction", Prediction(self.prediction))
@@ -113,6 +116,8 @@ class Step:
         object.__setattr__(self, "derivatives", tuple(self.derivatives))
         object.__setattr__(self, "weights", tuple((int(j), float(w)) for j, w in self.weights))
         object.__setattr__(self, "corrector_weights", tuple((int(j), float(w)) for j, w in self.corrector_weights))
+        if self.model_time is not None:
+            object.__setattr__(self, "model_time", float(self.model_time))
 
     @property
     def points(self) -> tuple[int, ...]:
@@ -173,13 +178,22 @@ class Schedule:
                 continue
             if not lo - 1e-9 <= t <= hi + 1e-9:
                 raise ScheduleError(f"timesteps[{i}]: {t:g} is outside the model's range [{lo:g}, {hi:g}]")
+        for i, step in enumerate(self.steps):
+            t = step.model_time
+            if t is not None and not lo - 1e-9 <= t <= hi + 1e-9:
+                raise ScheduleError(f"steps[{i}].model_time: {t:g} is outside the model's range [{lo:g}, {hi:g}]")
+
+    @property
+    def learned(self) -> bool:
+        """Whether the schedule carries learned numbers (free weights or model times) beyond its times."""
+        return any(step.estimator is Estimator.FREE or step.model_time is not None for step in self.steps)
 
     # -- JSON -----------------------------------------------------------------------------
 
     @property
     def format(self) -> str:
-        """The file format this schedule needs: /2 with free steps, else /1."""
-        return FORMAT_V2 if any(step.estimator is Estimator.FREE for step in self.steps) else FORMAT
+        """The file format this schedule needs: /2 with learned numbers (free steps, model times), else /1."""
+        return FORMAT_V2 if self.learned else FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -246,10 +260,14 @@ def _validate(s: Schedule) -> None:
         raise ScheduleError("steps: the schedule makes no model evaluation (nfe = 0)")
     if s.guidance_scale is not None and not math.isfinite(s.guidance_scale):
         raise ScheduleError(f"guidance_scale: {s.guidance_scale} is not finite")
+    if s.analytic_first_step is not None and s.steps[0].model_time is not None:
+        raise ScheduleError("steps[0].model_time: an analytical first step makes no model call")
 
 
 def _validate_step(i: int, step: Step, *, last: bool, to_data: bool) -> None:
     where = f"steps[{i}]"
+    if step.model_time is not None and not math.isfinite(step.model_time):
+        raise ScheduleError(f"{where}.model_time: {step.model_time} is not finite")
     if not isinstance(step.order, int) or isinstance(step.order, bool) or not 1 <= step.order <= MAX_ORDER:
         raise ScheduleError(f"{where}.order: {step.order!r} is not an integer in 1..{MAX_ORDER}")
     if step.order > i + 1:
@@ -311,6 +329,8 @@ def _step_to_dict(step: Step) -> dict[str, Any]:
         out["weights"] = [[j, w] for j, w in step.weights]
     if step.corrector_weights:
         out["corrector_weights"] = [[j, w] for j, w in step.corrector_weights]
+    if step.model_time is not None:
+        out["model_time"] = step.model_time
     return out
 
 
@@ -337,7 +357,7 @@ def _int(value: Any, where: str) -> int:
     return int(value)
 
 
-_STEP_KEYS = {"prediction", "order", "derivatives", "corrector", "estimator", "weights", "corrector_weights"}
+_STEP_KEYS = {"prediction", "order", "derivatives", "corrector", "estimator", "weights", "corrector_weights", "model_time"}
 _TOP_KEYS = {"format", "time_domain", "timesteps", "steps", "analytic_first_step", "nfe", "guidance_scale", "provenance"}
 
 
@@ -374,6 +394,10 @@ def _step_from(data: Any, where: str, version: str) -> Step:
     estimator = _enum(Estimator, data.get("estimator", "taylor"), f"{where}.estimator")
     _expect(estimator is not Estimator.FREE or version == FORMAT_V2,
             f"{where}.estimator: 'free' steps need format {FORMAT_V2!r}")
+    model_time = None
+    if "model_time" in data:
+        _expect(version == FORMAT_V2, f"{where}.model_time: model times need format {FORMAT_V2!r}")
+        model_time = _number(data["model_time"], f"{where}.model_time")
     return Step(
         prediction=_enum(Prediction, data.get("prediction", "data"), f"{where}.prediction"),
         order=order,
@@ -382,6 +406,7 @@ def _step_from(data: Any, where: str, version: str) -> Step:
         estimator=estimator,
         weights=weights,
         corrector_weights=corrector_weights,
+        model_time=model_time,
     )
 
 

@@ -175,9 +175,9 @@ def test_unusable_schedules_are_refused_with_one_clear_error(pipelines, tmp_path
 
 
 def test_a_refined_schedule_with_learned_weights_runs_in_the_pipeline(pipelines):
-    """Refinement's output — fractional timesteps, free steps with learned weights and corrector weights —
-    runs inside the unmodified pipeline exactly as in ``sample``; no diffusers scheduler can run it, and the
-    export says why."""
+    """Refinement's output — fractional timesteps, free steps with learned weights and corrector weights, the
+    network told learned model times — runs inside the unmodified pipeline exactly as in ``sample``; no
+    diffusers scheduler can run it, and the export says why."""
     from schedsearch.search.refine import RefineSettings, refine
     from schedsearch.solvers.exports import diffusers_export
 
@@ -187,10 +187,13 @@ def test_a_refined_schedule_with_learned_weights_runs_in_the_pipeline(pipelines)
     refined = refine(model, start, settings).schedule
     assert refined.format == "schedsearch.schedule/2" and refined.timesteps != start.timesteps
     assert any(s.corrector_weights for s in refined.steps)
+    told = [s.model_time for s in refined.steps[1:]]
+    assert None not in told and all(m != t for m, t in zip(told, refined.timesteps[1:-1]))
     assert not all(float(t).is_integer() for t in refined.timesteps[1:-1])
     pipe = DDPMPipeline.from_pretrained(pipelines["epsilon"])
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = SchedsearchScheduler.from_schedule(refined.to_json(), pipe.scheduler.config)
+    assert pipe.scheduler.timesteps.tolist()[1:] == pytest.approx(told, abs=1e-3)  # what the UNet is told
     assert _rel(_pipeline_samples(pipe), _ours(model, refined)) <= RTOL
     export = diffusers_export(refined, model.noise_schedule)
     assert export.scheduler is None and "learned weights" in export.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from schedsearch.search.cli import main
 from schedsearch.search.refine import TRAIN_SEED, RefineSettings, refine
 from schedsearch.solvers import (
     BASELINES,
+    AnalyticFirstStep,
     EDM,
     ContinuousVPCosine,
     ContinuousVPLinear,
@@ -25,6 +27,7 @@ from schedsearch.solvers import (
     load_model,
     sample,
 )
+from schedsearch.solvers.exports import diffusers_export
 from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
 from schedsearch.solvers.plan import differentiable_plan
 from schedsearch.solvers.sampler import integrate
@@ -76,7 +79,7 @@ def test_the_differentiable_plan_equals_the_compiled_plan_on_every_baseline(ns):
     assert checked == 3 * len(BASELINES)
 
 
-def test_gradcheck_of_the_sampler_in_times_relaxations_and_free_weights():
+def test_gradcheck_of_the_sampler_in_times_relaxations_free_weights_and_model_times():
     """The sampler's output on an exact Gaussian-mixture model is differentiable in every learned number."""
     model = _mixture_model(ContinuousVPLinear())
     schedule = baseline("unipc_bh2", 4, model)  # orders 1-2, pseudo correctors, a step to the data
@@ -86,12 +89,13 @@ def test_gradcheck_of_the_sampler_in_times_relaxations_and_free_weights():
     corrector_keys = list(params.corrector_offsets)
     assert relax_keys and weight_keys and corrector_keys
 
-    def run(times, relax, weights, corrector):
+    def run(times, relax, weights, corrector, shift):
         full = torch.cat([torch.tensor(schedule.timesteps[:1], dtype=torch.float64), times,
                           torch.tensor(schedule.timesteps[-1:], dtype=torch.float64)])
         relaxations = {int(relax_keys[0]): [relax]}
         plan = differentiable_plan(schedule, model.noise_schedule, full, relaxations,
-                                   {int(weight_keys[1]): weights}, {int(corrector_keys[0]): corrector})
+                                   {int(weight_keys[1]): weights}, {int(corrector_keys[0]): corrector},
+                                   {2: full[2] + shift})
         return integrate(model, plan, noise)
 
     inner = torch.tensor(schedule.timesteps[1:-1], dtype=torch.float64, requires_grad=True)
@@ -99,9 +103,10 @@ def test_gradcheck_of_the_sampler_in_times_relaxations_and_free_weights():
     steps = schedule.steps
     weights = torch.zeros(len(steps[int(weight_keys[1])].points), dtype=torch.float64, requires_grad=True)
     corrector = torch.zeros(len(steps[int(corrector_keys[0])].points) + 1, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(run, (inner, relax, weights, corrector), eps=1e-6, atol=1e-5)
+    shift = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(run, (inner, relax, weights, corrector, shift), eps=1e-6, atol=1e-5)
     with torch.inference_mode():  # at the schedule's own values the tensor plan samples what sample() does
-        out = run(inner.detach(), relax.detach(), weights.detach(), corrector.detach())
+        out = run(inner.detach(), relax.detach(), weights.detach(), corrector.detach(), shift.detach())
     assert torch.allclose(out, sample(model, schedule, noise), atol=1e-12)
 
 
@@ -115,7 +120,7 @@ def test_parameters_at_their_start_export_the_same_sampler(name):
     noise = _noise(model)
     assert torch.allclose(sample(model, free, noise), sample(model, schedule, noise), atol=1e-7)
     kept = ScheduleParameters(schedule, model.noise_schedule, RefineTargets(free_weights=False)).to_schedule()
-    assert kept.format == "schedsearch.schedule/1"
+    assert kept.format == "schedsearch.schedule/1"  # model times at their start are the points' own: not written
     assert torch.allclose(sample(model, kept, noise), sample(model, schedule, noise), atol=1e-7)
 
 
@@ -161,6 +166,83 @@ def test_schedules_of_format_1_are_unchanged_and_free_steps_are_validated():
         Schedule.from_dict(corrected)
 
 
+def test_model_times_tell_the_network_another_time_and_are_validated():
+    """A step's model time is what the network is told at its point; the solver's coefficients keep the
+    point's own time. Format /2 only, in the model's range, none where an analytical first step makes no call."""
+    model = _mixture_model(ContinuousVPLinear())
+    schedule = baseline("dpmpp_2m", 4, model)
+    told = (schedule.timesteps[2] + schedule.timesteps[3]) / 2
+    steps = list(schedule.steps)
+    steps[2] = replace(steps[2], model_time=told)
+    shifted = replace(schedule, steps=tuple(steps))
+    assert shifted.format == "schedsearch.schedule/2" and Schedule.from_json(shifted.to_json()) == shifted
+    assert shifted.canonical_hash() != schedule.canonical_hash()
+    ours, ref = compile_plan(shifted, model.noise_schedule), compile_plan(schedule, model.noise_schedule)
+    assert ours.steps[2].time == told and ours.steps[2].node == ref.steps[2].node
+    assert ours.steps[2].predictor == ref.steps[2].predictor and ours.steps[1].time == ref.steps[1].time
+    noise = _noise(model)
+    calls = []
+    network = model.network
+
+    def spy(x, t, cond):
+        calls.append(float(t[0]))
+        return network(x, t, cond)
+
+    spied = replace(model, network=spy)
+    assert not torch.allclose(sample(spied, shifted, noise), sample(model, schedule, noise))
+    assert calls == pytest.approx([schedule.timesteps[0], schedule.timesteps[1], told, schedule.timesteps[3]])
+    same = replace(schedule, steps=tuple(replace(s, model_time=t) for s, t in zip(schedule.steps, schedule.timesteps)))
+    assert torch.equal(sample(model, same, noise), sample(model, schedule, noise))
+    data = json.loads(shifted.to_json())
+    data["format"] = "schedsearch.schedule/1"
+    with pytest.raises(ScheduleError, match=r"steps\[2\]\.model_time: model times need format 'schedsearch.schedule/2'"):
+        Schedule.from_dict(data)
+    data = json.loads(shifted.to_json())
+    data["steps"][2]["model_time"] = "soon"
+    with pytest.raises(ScheduleError, match=r"steps\[2\]\.model_time: 'soon' is not a number"):
+        Schedule.from_dict(data)
+    out_of_range = replace(schedule, steps=tuple(replace(s, model_time=2.0) if i == 1 else s
+                                                 for i, s in enumerate(schedule.steps)))
+    with pytest.raises(ScheduleError, match=r"steps\[1\]\.model_time: 2 is outside the model's range"):
+        out_of_range.check_for(model.noise_schedule)
+    with pytest.raises(ScheduleError, match=r"steps\[0\]\.model_time: an analytical first step makes no model call"):
+        Schedule(schedule.time_domain, schedule.timesteps, (replace(steps[0], model_time=0.5), *steps[1:]),
+                 analytic_first_step=AnalyticFirstStep.ZERO)
+    discrete = _mixture_model(FAMILIES[0])
+    base = baseline("dpmpp_2m", 4, discrete)
+    mid = (base.timesteps[1] + base.timesteps[2]) / 2
+    told_base = replace(base, steps=tuple(replace(s, model_time=mid) if i == 1 else s for i, s in enumerate(base.steps)))
+    export = diffusers_export(told_base, discrete.noise_schedule)
+    assert export.scheduler is None and "learned times" in export.reason
+    assert "learned times" not in (diffusers_export(base, discrete.noise_schedule).reason or "")
+
+
+def test_learned_model_times_stay_between_the_neighbouring_times_and_restart_where_they_were():
+    model = _mixture_model(ContinuousVPLinear())
+    schedule = baseline("unipc_bh2", 5, model)
+    params = ScheduleParameters(schedule, model.noise_schedule, RefineTargets(free_weights=False))
+    with torch.no_grad():
+        params.model_shift.copy_(torch.tensor([40.0, -40.0, 0.3, -0.2]))
+    learned = params.to_schedule()
+    t = learned.timesteps
+    told = [s.model_time for s in learned.steps]
+    assert told[0] is None and all(t[i + 1] < told[i] < t[i - 1] for i in range(1, 5))
+    assert told[1] == pytest.approx(t[1] + 0.5 * min(t[0] - t[1], t[1] - t[2]))  # at the window's edge
+    with torch.no_grad():
+        params.model_shift.copy_(torch.tensor([1.5, -1.0, 0.3, -0.2]))
+    learned = params.to_schedule()
+    told = [s.model_time for s in learned.steps]
+    again = ScheduleParameters(learned, model.noise_schedule, RefineTargets(free_weights=False))
+    for i, m in again.model_times().items():
+        assert float(m) == pytest.approx(told[i], rel=1e-9)
+    noise = _noise(model)
+    with torch.no_grad():
+        assert torch.allclose(integrate(model, again.plan(), noise), sample(model, learned, noise), atol=1e-10)
+    frozen = ScheduleParameters(learned, model.noise_schedule, RefineTargets(free_weights=False, model_times=False))
+    assert "model_shift" not in dict(frozen.named_parameters()) or not frozen.model_shift.requires_grad
+    assert [s.model_time for s in frozen.to_schedule().steps] == told
+
+
 def test_refinement_beats_its_start_on_held_out_noise():
     """On an exact mixture model, refining a 4-NFE DPM-Solver++ schedule lowers the distance to the teacher
     on noise it never trained on, and the trained numbers all move."""
@@ -193,7 +275,7 @@ def test_on_a_plateau_refinement_returns_to_its_best_iterate_with_smaller_steps(
     model = load_model("builtin:gmm-ring")
     schedule = baseline("dpmpp_2m", 4, model)
     settings = RefineSettings(iterations=60, samples=200, batch_size=100, eval_every=5, patience=2,
-                              lr_times=300.0, lr_coefficients=30.0)
+                              lr_times=300.0, lr_coefficients=30.0, targets=RefineTargets(model_times=False))
     monkeypatch.setattr(refine_module, "CUT", 1e-4)
     seen = []
     result = refine(model, schedule, settings, lambda i, train, val: seen.append(i))
@@ -242,7 +324,7 @@ def test_image_models_also_learn_in_the_feature_space_of_their_classifier():
     (["-o", "{tmp}/r.txt"], "-o/--output {tmp}/r.txt: unknown file type '.txt' (use json)"),
     (["-o", "{tmp}/r.json", "--model", "builtin:gmm-8d"],
      "time_domain: schedule is 'discrete_vp' but the model uses 'continuous_vp'"),
-    (["-o", "{tmp}/r.json", "--no-times", "--no-relaxations", "--no-free-weights"],
+    (["-o", "{tmp}/r.json", "--no-times", "--no-relaxations", "--no-free-weights", "--no-model-times"],
      "refinement: nothing to learn"),
     (["-o", "{tmp}/r.json", "--lr-times", "0"], "refine: learning rates must be positive"),
 ])

@@ -27,7 +27,7 @@ def _cmd_refine(args: argparse.Namespace) -> None:
     try:
         weight = resolve_feature_weight(args.feature_weight, features)
         targets = RefineTargets(times=not args.no_times, relaxations=not args.no_relaxations,
-                                free_weights=not args.no_free_weights)
+                                free_weights=not args.no_free_weights, model_times=not args.no_model_times)
         settings = RefineSettings(
             iterations=args.iterations, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
             lr_times=args.lr_times, lr_coefficients=args.lr_coefficients, guidance_scale=args.guidance_scale,
@@ -86,8 +86,10 @@ def register(sub: Any) -> None:
                         "model, whose bundled classifier gives the features; 0 elsewhere)")
     p.add_argument("--no-times", action="store_true", help="keep the times")
     p.add_argument("--no-relaxations", action="store_true", help="keep the derivative relaxations")
-    p.add_argument("--no-free-weights", action="store_true",
-                   help="keep the analytic weights (the result stays a schedule of format /1)")
+    p.add_argument("--no-free-weights", action="store_true", help="keep the analytic weights")
+    p.add_argument("--no-model-times", action="store_true",
+                   help="tell the network the solver's own times (with --no-free-weights the result stays a "
+                        "schedule of format /1)")
     add_prompt_options(p)
     p.add_argument("--guidance-scale", type=finite_float,
                    help="classifier-free guidance scale of the sampler and the teacher (default: the schedule's)")
