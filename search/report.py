@@ -84,8 +84,9 @@ def _step_text(schedule: Schedule, k: int) -> str:
 
 
 def plot_schedules(summary: NfeSummary, noise_schedule: NoiseSchedule, path: Path, title: str) -> Path:
-    """The winner and the best baseline: their times on the λ axis (log-SNR, data to the right) and the
-    decision of every step (D/N = data/noise prediction with its order, estimator, corrector, points)."""
+    """The winner and the best baseline: their times on the λ axis (log-SNR, data to the right), the
+    decision of every step (D/N = data/noise prediction with its order, estimator, corrector, points) and,
+    for refined schedules, the model time the network is told at each point (a red triangle below it)."""
     plt = _pyplot()
     rows = [r for r in (summary.winner, summary.best_baseline) if r is not None]
     if summary.winner is not None and summary.best_baseline is not None and summary.winner is summary.best_baseline:
@@ -101,11 +102,17 @@ def plot_schedules(summary: NfeSummary, noise_schedule: NoiseSchedule, path: Pat
         ax.scatter(lam[-1:], [y], s=40, marker="D" if s.ends_at_data else "o", color="k", zorder=2)
         for k in range(len(s.steps)):
             ax.text((lam[k] + lam[k + 1]) / 2, y + 0.12, _step_text(s, k), ha="center", va="bottom", fontsize=6.5)
+        told = [(k, st.model_time) for k, st in enumerate(s.steps) if st.model_time is not None]
+        if told:  # a refined schedule's model times: what the network is told at each point
+            at = np.asarray(noise_schedule.lambda_([t for _, t in told]), dtype=np.float64)
+            ax.scatter(at, [y - 0.1] * len(at), s=22, marker="^", color="tab:red", zorder=3)
+            for (k, _), x in zip(told, at):
+                ax.plot([lam[k], x], [y, y - 0.1], "-", color="tab:red", lw=0.8, zorder=2)
         held = "" if row.holdout is None else f"  (held-out {summary.objective} {row.holdout:.4g})"
         ax.text(lam[0], y - 0.25, f"{row.label}{held}", fontsize=8, va="top")
     ax.set_yticks([])
     ax.set_ylim(-0.6, len(rows) - 0.2 + 0.5)
-    ax.set_xlabel("λ = log(α/σ)   (noise → data; ◆ = the data, σ = 0)")
+    ax.set_xlabel("λ = log(α/σ)   (noise → data; ◆ = the data, σ = 0; ▲ = a learned model time)")
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -412,6 +412,11 @@ def test_a_search_refines_its_best_schedules_and_validates_them_like_any_other(t
     s = summarize(trials, outcome.objective, outcome.floor)[4]
     assert s.winner.label.startswith("refined #") and "(from " in s.winner.label
     assert s.best_baseline is not None and not s.best_baseline.label.startswith("refined")
+    assert any(step.get("model_time") is not None for step in s.winner.schedule["steps"])
+    from schedsearch.search.report import plot_schedules
+
+    drawn = plot_schedules(s, load_model(cfg.model).noise_schedule, tmp_path / "schedule.png", "refined")
+    assert drawn.stat().st_size > 0  # the model times drawn beside the points
     store = TrialStore.open(url)
     exported = export_best(store, store.get_search("mix"), 4)
     store.close()
