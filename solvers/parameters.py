@@ -152,9 +152,8 @@ class ScheduleParameters(torch.nn.Module):
                 corrector_weights = () if corrector is None else _learned(corrector, i, self.corrector_offsets[key])
                 steps[i] = Step(steps[i].prediction, steps[i].order, steps[i].derivatives, steps[i].corrector,
                                 Estimator.FREE, weights, corrector_weights, steps[i].model_time)
-        for i, model_time in self.model_times().items():  # written where it differs from the point's own time
-            if float(model_time) != times[i] or steps[i].model_time is not None:
-                steps[i] = replace(steps[i], model_time=float(model_time))
+        for i, model_time in self.model_times().items():  # written only where it differs from the point's own time
+            steps[i] = replace(steps[i], model_time=None if float(model_time) == times[i] else float(model_time))
         merged = {**dict(self.schedule.provenance), **provenance}
         return Schedule(self.schedule.time_domain, tuple(times), tuple(steps), self.schedule.analytic_first_step,
                         self.schedule.guidance_scale, merged)
