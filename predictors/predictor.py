@@ -4,8 +4,17 @@ Training targets are ranks, not values: a schedule's objective is replaced by it
 among the training trials (scaled to [0, 1]), and the loss is a pairwise hinge on pairs
 whose ranks differ by more than ``min_gap`` (OMS-DPM/S³ use pairs with |ΔFID| > 0.25; ranks
 make that threshold independent of the metric's scale), plus a small regression term on
-the ranks. Order matters, not absolute values. Everything random draws from the injected
-generator; the checkpoint is safetensors bytes plus JSON-able metadata (no pickles).
+the ranks. Order matters, not absolute values.
+
+An ensemble of ``ensemble`` networks (different initialisations, their own pairs), each
+trained alone; a schedule's score is the mean of the networks' scores, each standardised by
+its scores on the training set (so no network dominates by scale, and a schedule's score never
+depends on what else is in the batch). On 1,000 digits search trials five networks rank
+held-out trials at τ 0.65 against 0.62 for one (``benchmarks/predictor.py``).
+
+Everything random draws from the injected generator; the checkpoint is safetensors bytes plus
+JSON-able metadata (no pickles). Format /2 holds the ensemble; /1 checkpoints (one network)
+still load.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from schedsearch.solvers import NoiseSchedule, Schedule
 from .encoding import EncodedBatch, encode
 from .model import ScheduleScorer
 
-FORMAT = "schedsearch.predictor/1"
+FORMAT = "schedsearch.predictor/2"
+_FORMAT_1 = "schedsearch.predictor/1"  # one network, no standardisation: still loads
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,11 @@ class PredictorConfig:
     margin: float = 0.1
     min_gap: float = 0.02  # pairs closer than this in rank carry no signal
     regression: float = 0.1  # weight of the rank-regression term
+    ensemble: int = 5  # networks averaged
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise ValueError(f"predictor ensemble: {self.ensemble} networks, expected at least 1")
 
 
 @dataclass
@@ -87,8 +102,14 @@ class Predictor:
         self.seed = seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = ScheduleScorer(self.config.kind, self.config.hidden)
+            self.nets = torch.nn.ModuleList(ScheduleScorer(self.config.kind, self.config.hidden)
+                                            for _ in range(self.config.ensemble))
+        # per network: (mean, std) of its scores on its training set, set by fit
+        self.register_scale(torch.zeros(self.config.ensemble), torch.ones(self.config.ensemble))
         self.trained_on = 0
+
+    def register_scale(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.score_mean, self.score_std = mean.double(), std.double()
 
     def _encode(self, schedules: Sequence[Schedule]) -> EncodedBatch:
         return encode(schedules, self.noise_schedule, self.guidance_scale)
@@ -105,17 +126,32 @@ class Predictor:
              epochs: int | None) -> FitReport:
         batch = self._encode(schedules)
         ranks = torch.from_numpy(_ranks(np.asarray(objectives, dtype=np.float64))).float()
+        history = np.zeros(epochs or self.config.epochs)
+        means, stds = [], []
+        for net in self.nets:
+            history += self._fit_one(net, batch, ranks, generator, epochs or self.config.epochs)
+            with torch.no_grad():
+                train_scores = net(batch).double()
+            means.append(train_scores.mean())
+            stds.append(train_scores.std().clamp(min=1e-6) if len(train_scores) > 1 else torch.tensor(1.0))
+        self.register_scale(torch.stack(means), torch.stack(stds))
+        self.trained_on += len(schedules)
+        tau = kendall_tau(self.predict(schedules), objectives)
+        return FitReport(len(schedules), tau, (history / len(self.nets)).tolist())
+
+    def _fit_one(self, net: ScheduleScorer, batch: EncodedBatch, ranks: torch.Tensor, generator: torch.Generator,
+                 epochs: int) -> list[float]:
         cfg = self.config
-        opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        n = len(schedules)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        n = len(ranks)
         history: list[float] = []
-        self.net.train()
-        for _ in range(epochs or cfg.epochs):
+        net.train()
+        for _ in range(epochs):
             i = torch.randint(n, (cfg.pairs,), generator=generator)
             j = torch.randint(n, (cfg.pairs,), generator=generator)
             gap = ranks[j] - ranks[i]
             keep = gap.abs() > cfg.min_gap
-            scores = self.net(batch)
+            scores = net(batch)
             sign = torch.sign(gap[keep])  # +1: i is better, so s_i should sit below s_j by the margin
             hinge = torch.relu(cfg.margin - sign * (scores[j[keep]] - scores[i[keep]])).mean() if keep.any() \
                 else scores.sum() * 0
@@ -124,36 +160,46 @@ class Predictor:
             loss.backward()
             opt.step()
             history.append(float(loss.detach()))
-        self.net.eval()
-        self.trained_on += n
-        tau = kendall_tau(self.predict(schedules), objectives)
-        return FitReport(n, tau, history)
+        net.eval()
+        return history
 
     @torch.no_grad()
     def predict(self, schedules: Sequence[Schedule], batch_size: int = 4096) -> np.ndarray:
         """Predicted scores (lower = better; only their order means something)."""
-        self.net.eval()
+        self.nets.eval()
         out = []
         with _one_thread():
             for k in range(0, len(schedules), batch_size):
-                out.append(self.net(self._encode(schedules[k: k + batch_size])).numpy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+                batch = self._encode(schedules[k: k + batch_size])
+                scores = torch.stack([net(batch).double() for net in self.nets], 1)
+                out.append(((scores - self.score_mean) / self.score_std).mean(1).numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
     def to_bytes(self) -> tuple[bytes, dict[str, Any]]:
         """The weights (safetensors) and the metadata needed to rebuild the predictor."""
-        weights = save_tensors({k: v.contiguous() for k, v in self.net.state_dict().items()})
+        tensors = {k: v.contiguous() for k, v in self.nets.state_dict().items()}
+        tensors.update(score_mean=self.score_mean.contiguous(), score_std=self.score_std.contiguous())
+        weights = save_tensors(tensors)
         meta = {"format": FORMAT, "config": asdict(self.config), "guidance_scale": self.guidance_scale,
                 "seed": self.seed, "trained_on": self.trained_on, "noise_schedule": self.noise_schedule.spec()}
         return weights, meta
 
     @classmethod
     def from_bytes(cls, weights: bytes, meta: dict[str, Any], noise_schedule: NoiseSchedule) -> Predictor:
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"predictor checkpoint: format {meta.get('format')!r}, expected {FORMAT!r}")
-        out = cls(noise_schedule, PredictorConfig(**meta["config"]), meta.get("guidance_scale"), int(meta["seed"]))
-        out.net.load_state_dict(load_tensors(weights))
+        fmt = meta.get("format")
+        if fmt not in (FORMAT, _FORMAT_1):
+            raise ValueError(f"predictor checkpoint: format {fmt!r}, expected {FORMAT!r}")
+        config = dict(meta["config"])
+        tensors = load_tensors(weights)
+        if fmt == _FORMAT_1:  # one network, its raw scores
+            config["ensemble"] = 1
+            tensors = {f"0.{k}": v for k, v in tensors.items()}
+            tensors.update(score_mean=torch.zeros(1, dtype=torch.float64), score_std=torch.ones(1, dtype=torch.float64))
+        out = cls(noise_schedule, PredictorConfig(**config), meta.get("guidance_scale"), int(meta["seed"]))
+        out.register_scale(tensors.pop("score_mean"), tensors.pop("score_std"))
+        out.nets.load_state_dict(tensors)
         out.trained_on = int(meta.get("trained_on", 0))
         return out
 

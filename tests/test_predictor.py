@@ -55,3 +55,37 @@ def test_fit_learns_a_ranking_it_was_not_shown_and_checkpoints_round_trip():
     other = Predictor(MODEL.noise_schedule, PredictorConfig(epochs=100), seed=0)
     other.fit(train, [_synthetic(s) for s in train], torch.Generator().manual_seed(0))
     assert np.array_equal(other.predict(held), p.predict(held))  # seeded: the same fit twice
+
+
+def test_an_ensemble_scores_each_schedule_alone_and_one_network_checkpoints_still_load():
+    from safetensors.torch import save as save_tensors
+    from schedsearch.predictors.model import ScheduleScorer
+
+    train, held = _schedules(120, 3), _schedules(40, 4)
+    p = Predictor(MODEL.noise_schedule, PredictorConfig(epochs=40, ensemble=3), seed=1)
+    report = p.fit(train, [_synthetic(s) for s in train], torch.Generator().manual_seed(1))
+    assert len(report.loss_history) == 40
+    scores = p.predict(held)
+    assert np.allclose(p.predict(held[5:9]), scores[5:9], atol=1e-12)  # no dependence on the batch
+    members = [net(p._encode(held)).detach().double().numpy() for net in p.nets]
+    assert not np.allclose(members[0], members[1])  # the networks differ (their own init and pairs)
+    expected = np.mean([(m - float(p.score_mean[k])) / float(p.score_std[k]) for k, m in enumerate(members)], 0)
+    assert np.allclose(scores, expected)  # the mean of standardised member scores
+    weights, meta = p.to_bytes()
+    assert meta["format"] == "schedsearch.predictor/2" and meta["config"]["ensemble"] == 3
+    assert np.array_equal(Predictor.from_bytes(weights, meta, MODEL.noise_schedule).predict(held), scores)
+
+    torch.manual_seed(0)  # a format-1 checkpoint: one network's weights, its raw scores
+    single = ScheduleScorer("pool", 16)
+    old_meta = {"format": "schedsearch.predictor/1", "guidance_scale": None, "seed": 0, "trained_on": 7,
+                "noise_schedule": MODEL.noise_schedule.spec(),
+                "config": {k: v for k, v in meta["config"].items() if k != "ensemble"} | {"hidden": 16}}
+    old = Predictor.from_bytes(save_tensors(single.state_dict()), old_meta, MODEL.noise_schedule)
+    assert old.config.ensemble == 1 and old.trained_on == 7
+    assert np.allclose(old.predict(held), single(old._encode(held)).detach().double().numpy())
+    try:
+        PredictorConfig(ensemble=0)
+    except ValueError as exc:
+        assert "ensemble" in str(exc)
+    else:
+        raise AssertionError("an empty ensemble was accepted")

@@ -50,15 +50,15 @@ class PredictorGuided(Strategy):
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 24, round_size: int = 16,
                  candidates: int = 128, explore: float = 0.2, top: int = 15, crossover_rate: float = 0.5,
-                 epochs: int = 200, kind: str = "pool", hidden: int = 64) -> None:
+                 epochs: int = 200, kind: str = "pool", hidden: int = 64, ensemble: int = 1) -> None:
         super().__init__(space, rng)
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"guided: explore {explore} must lie in [0, 1]")
-        if min(initial, round_size, candidates, top, epochs) < 1:
-            raise ValueError("guided: initial, round_size, candidates, top and epochs must be ≥ 1")
+        if min(initial, round_size, candidates, top, epochs, ensemble) < 1:
+            raise ValueError("guided: initial, round_size, candidates, top, epochs and ensemble must be ≥ 1")
         self.initial, self.round_size, self.candidates = initial, round_size, candidates
         self.explore, self.top, self.crossover_rate = explore, top, crossover_rate
-        self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs)
+        self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs, ensemble=ensemble)
         self.seed = int(rng.integers(2**31 - 1))  # the fits' seed: one draw, fixed for the strategy's life
         self.population = _Population(space)  # the successful observations, as the evolution breeds from them
         self.measured: dict[int, tuple[Schedule, float | None]] = {}  # every observation: the predictor's data
