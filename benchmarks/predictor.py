@@ -131,7 +131,7 @@ def section_ceiling(ns, schedules, objectives, count: int, samples: int) -> None
           "(the measurement's own agreement: a perfect memory of the training label scores this)")
     print(f"τ(predictor, held-out FID)        {kendall_tau(pred[ok], held[ok]):.3f}")
     print(f"τ(predictor, search FID)          {kendall_tau(pred[ok], objectives[pick][ok]):.3f}", flush=True)
-    print(f"per NFE, τ(predictor, held-out FID) / τ(search FID, held-out FID):")
+    print("per NFE, τ(predictor, held-out FID) / τ(search FID, held-out FID):")
     nfes = np.asarray([schedules[i].nfe for i in pick])
     for nfe in sorted(set(nfes.tolist())):
         sub = ok & (nfes == nfe)
