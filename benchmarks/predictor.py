@@ -6,7 +6,8 @@ search noise; NFE 4-6 and NFE 5-6, 1,000 trials together), run here unless ``--d
 a database that holds them. Every τ is Kendall's τ-b between predicted scores and measured
 FID on trials the predictor never saw.
 
-- kinds: 5-fold τ, fit seconds, seconds to rank 10,000 candidates, for ``pool`` and ``lstm``;
+- kinds: 5-fold τ, fit seconds, seconds to rank 10,000 candidates, for ``pool`` and ``lstm`` ensembles and one
+  ``pool`` network (``--kinds``);
 - per NFE: 5-fold τ of the predictor and of the trivial rankers "higher order is better" and
   "closer to the uniform-λ grid is better";
 - noise ceiling: ``--ceiling`` trials re-measured on held-out noise (seed 1,
@@ -84,13 +85,14 @@ def fit(ns, schedules, objectives, cfg: PredictorConfig, seed: int = 0, predicto
     return p
 
 
-def section_kinds(ns, schedules, objectives, space: SearchSpace) -> None:
-    print("\n## network kinds (5-fold held-out τ, all trials)")
+def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str]) -> None:
+    print("\n## network kinds (5-fold held-out τ, all trials; kind:N = an ensemble of N, default 5)")
     rng = np.random.default_rng(0)
     candidates = [space.decode(space.random(rng)) for _ in range(10_000)]
-    print(f"{'kind':<6}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s':>15}")
-    for kind in ("pool", "lstm"):
-        cfg = PredictorConfig(kind=kind)
+    print(f"{'kind':<8}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s':>15}")
+    for name in kinds:
+        kind, _, size = name.partition(":")
+        cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble))
         cv = cross_validate(schedules, objectives, ns, cfg, 5, 0)
         n = int(len(schedules) * 0.8)
         start = time.perf_counter()
@@ -99,7 +101,7 @@ def section_kinds(ns, schedules, objectives, space: SearchSpace) -> None:
         start = time.perf_counter()
         p.predict(candidates)
         rank_s = time.perf_counter() - start
-        print(f"{kind:<6}{cv.tau:>8.3f} ± {cv.tau_std:.3f}{fit_s:>22.1f}{rank_s:>15.2f}", flush=True)
+        print(f"{name:<8}{cv.tau:>8.3f} ± {cv.tau_std:.3f}{fit_s:>22.1f}{rank_s:>15.2f}", flush=True)
 
 
 def section_per_nfe(ns, schedules, objectives) -> None:
@@ -189,6 +191,7 @@ def main() -> None:
     parser.add_argument("--ceiling", type=int, default=150, help="trials re-measured on held-out noise (0: skip)")
     parser.add_argument("--ceiling-samples", type=int, default=1000,
                         help="draws of the held-out noise per re-measured trial (FID's noise shrinks with more)")
+    parser.add_argument("--kinds", default="pool,pool:1,lstm", help="networks of the kinds section (kind[:ensemble])")
     parser.add_argument("--sections", default="kinds,nfe,ceiling,size,transfer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +206,7 @@ def main() -> None:
               f"NFE {sorted({s.nfe for s in schedules})}")
         sections = args.sections.split(",")
         if "kinds" in sections:
-            section_kinds(ns, schedules, objectives, space)
+            section_kinds(ns, schedules, objectives, space, args.kinds.split(","))
         if "nfe" in sections:
             section_per_nfe(ns, schedules, objectives)
         if "ceiling" in sections and args.ceiling > 0:

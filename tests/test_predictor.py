@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from schedsearch.predictors.encoding import GLOBAL_FEATURES, STEP_FEATURES, LambdaRange, encode, step_features
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
@@ -83,9 +84,5 @@ def test_an_ensemble_scores_each_schedule_alone_and_one_network_checkpoints_stil
     old = Predictor.from_bytes(save_tensors(single.state_dict()), old_meta, MODEL.noise_schedule)
     assert old.config.ensemble == 1 and old.trained_on == 7
     assert np.allclose(old.predict(held), single(old._encode(held)).detach().double().numpy())
-    try:
+    with pytest.raises(ValueError, match="ensemble"):
         PredictorConfig(ensemble=0)
-    except ValueError as exc:
-        assert "ensemble" in str(exc)
-    else:
-        raise AssertionError("an empty ensemble was accepted")
