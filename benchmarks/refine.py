@@ -25,7 +25,7 @@ from pathlib import Path
 from schedsearch.search.config import parse_config
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
-from schedsearch.search.refine_defaults import REFINE_DEFAULTS
+from schedsearch.search.refine_defaults import DISTANCES, REFINE_DEFAULTS
 from schedsearch.search.results import summarize
 from schedsearch.storage import Stage, TrialState, TrialStore
 
@@ -41,7 +41,7 @@ def run_row(spec: str, args: argparse.Namespace, workdir: Path) -> dict:
     model, guidance, nfe = spec.split(":")
     data = row_config(model, float(guidance), int(nfe), args)
     data["refine"] = {"top_k": args.refine_top, "baselines": args.refine_baselines, "iterations": args.iterations,
-                      "samples": args.train_samples, "batch_size": args.batch_size}
+                      "samples": args.train_samples, "batch_size": args.batch_size, "distance": args.distance}
     config = parse_config(data)
     store = TrialStore.open(f"sqlite:///{workdir / 'bench.db'}")
     start, cpu = time.time(), time.process_time()
@@ -107,6 +107,8 @@ def main() -> None:
                         help="training draws of the teacher")
     parser.add_argument("--batch-size", type=int, default=REFINE_DEFAULTS["batch_size"],
                         help="draws per refinement step")
+    parser.add_argument("--distance", choices=DISTANCES, default=REFINE_DEFAULTS["distance"],
+                        help="the data-space distance to the teacher")
     parser.add_argument("--json", help="append every row as a JSON line here")
     run_rows(parser.parse_args(), run_row, print_row)
 

@@ -153,6 +153,9 @@ class RefineConfig(_Model):
     learn: tuple[Literal["times", "relaxations", "free_weights", "model_times"], ...] = LEARNABLE
     feature_weight: float | None = Field(None, ge=0, description="the image-feature term's weight (default: 1 where "
                                                                  "the model has a feature network, else 0)")
+    distance: Literal["euclidean", "squared"] = Field(
+        REFINE_DEFAULTS["distance"], description="the data-space distance to the teacher per draw, averaged over "
+                                                 "draws: euclidean, or squared (the mean squared error)")
 
     @field_validator("learn")
     @classmethod

@@ -26,7 +26,7 @@ from schedsearch.solvers import DiffusionModel, Schedule, SolverError, baseline
 from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
 from schedsearch.solvers.sampler import integrate
 
-from .refine_defaults import LEARNABLE, REFINE_DEFAULTS, TRAIN_SEED
+from .refine_defaults import DISTANCES, LEARNABLE, REFINE_DEFAULTS, TRAIN_SEED
 from .metrics.quality import ReferenceDistance
 from .metrics.suite import REFERENCE_STEPS
 from .noise_set import NoiseSet
@@ -48,6 +48,7 @@ class RefineSettings:
     patience: int = REFINE_DEFAULTS["patience"]
     teacher_steps: int = REFERENCE_STEPS
     feature_weight: float = 0.0
+    distance: str = REFINE_DEFAULTS["distance"]
     guidance_scale: float | None = None
     targets: RefineTargets = field(default_factory=RefineTargets)
     cache_root: Path | None = None
@@ -62,6 +63,7 @@ class RefineSettings:
             (self.eval_every >= 1 and self.patience >= 1, "eval_every and patience must be at least 1"),
             (self.teacher_steps >= 10, f"teacher_steps: {self.teacher_steps} must be at least 10"),
             (self.feature_weight >= 0, f"feature_weight: {self.feature_weight} must not be negative"),
+            (self.distance in DISTANCES, f"distance: {self.distance!r} must be one of {', '.join(DISTANCES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -135,7 +137,9 @@ def refine(
     :class:`~schedsearch.solvers.ScheduleError` when the schedule does not fit the model (or the learned times
     collapse).
 
-    The loss is the mean squared distance to the teacher; with a feature weight w it is
+    The loss L2 is the distance to the teacher averaged over draws: each draw's euclidean distance
+    (``distance="euclidean"``, which a few draws no schedule brings near their teacher cannot dominate) or
+    its square per coordinate (``"squared"``, the mean squared error). With a feature weight w it is
     L2 / L2₀ + w · F / F₀, F the mean squared distance of the features and ₀ the values at the start on
     the validation split (so w weighs the two terms as shares of where they started)."""
     start = time.perf_counter()
@@ -157,7 +161,8 @@ def refine(
     def terms(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         labels = None if noises.labels is None else noises.labels[index]
         out = integrate(model, params.plan(), noises.noise[index], labels, scale)
-        l2 = ((out - target[index].to(out)) ** 2).mean()
+        sq = ((out - target[index].to(out)) ** 2).flatten(1)
+        l2 = sq.mean() if settings.distance == "squared" else (sq.sum(1) + 1e-12).sqrt().mean()
         if target_features is None or features is None:
             return l2, None
         f = features(out.to(target.dtype))
@@ -236,7 +241,7 @@ def refine(
     refined = params.to_schedule(refined={
         "from": schedule.provenance.get("baseline") or schedule.provenance.get("name") or schedule.canonical_hash()[:12],
         "teacher": f"dpmpp_3m/{settings.teacher_steps}", "train_seed": settings.seed,
-        **({"feature_weight": settings.feature_weight} if use_features else {}),
+        "distance": settings.distance, **({"feature_weight": settings.feature_weight} if use_features else {}),
         "samples": settings.samples, "iterations": done, "best_iteration": best_iteration, "lr_scale": best_scale,
         "validation_loss": best, "initial_validation_loss": initial,
     })
@@ -277,7 +282,7 @@ DEFAULT_FEATURE_WEIGHT = 1.0
 
 #: what a search config's ``refine:`` section may set (the rest of :class:`RefineSettings` comes from the search)
 OPTION_KEYS = ("iterations", "samples", "batch_size", "seed", "lr_times", "lr_coefficients", "learn",
-               "feature_weight")
+               "feature_weight", "distance")
 
 
 def settings_from_options(options: dict[str, Any], guidance_scale: float | None, teacher_steps: int,

@@ -16,5 +16,10 @@ TRAIN_SEED = 2
 #: what refinement may learn (all of it by default)
 LEARNABLE = ("times", "relaxations", "free_weights", "model_times")
 
+#: the data-space distance to the teacher, per draw and averaged over draws: ``euclidean`` (the norm of the
+#: difference) or ``squared`` (its square, i.e. the mean squared error)
+DISTANCES = ("euclidean", "squared")
+
 REFINE_DEFAULTS: dict[str, Any] = {"iterations": 250, "samples": 600, "batch_size": 100, "seed": TRAIN_SEED,
-                                   "lr_times": 0.1, "lr_coefficients": 0.01, "patience": 4}
+                                   "lr_times": 0.1, "lr_coefficients": 0.01, "patience": 4,
+                                   "distance": "euclidean"}

@@ -266,6 +266,28 @@ def test_refinement_beats_its_start_on_held_out_noise():
     assert rmse(refined) < 0.85 * rmse(schedule)
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "squared"])
+def test_the_loss_is_the_chosen_distance_to_the_teacher_of_the_validation_draws(distance):
+    """Checked against the sampler and the teacher directly: the euclidean loss is each validation draw's
+    distance to its teacher, averaged; the squared loss is the mean squared error; the schedule says which."""
+    from schedsearch.search.refine import training_set
+
+    model = load_model("builtin:gmm-ring")
+    schedule = baseline("dpmpp_2m", 4, model)
+    settings = RefineSettings(iterations=1, samples=40, batch_size=10, distance=distance)
+    result = refine(model, schedule, settings)
+    noises, teacher = training_set(model, settings, schedule.guidance_scale, None)
+    diff = sample(model, schedule, noises.noise[:10]) - teacher[:10]
+    expected = diff.norm(dim=1).mean() if distance == "euclidean" else diff.pow(2).mean()
+    assert result.initial_loss == pytest.approx(float(expected), rel=1e-6)
+    assert result.schedule.provenance["refined"]["distance"] == distance
+    with pytest.raises(ValueError, match="distance: 'l1' must be one of euclidean, squared"):
+        RefineSettings(distance="l1")
+    from schedsearch.search.refine import settings_from_options
+
+    assert settings_from_options({"distance": distance}, None, 100, None).distance == distance  # a search's refine:
+
+
 def test_on_a_plateau_refinement_returns_to_its_best_iterate_with_smaller_steps(monkeypatch):
     """Steps too large for the start (here: absurd rates, which diverge or wander) end in a plateau;
     refinement goes back to the best iterate and continues with smaller steps, which improve it; the schedule
@@ -478,3 +500,5 @@ def test_refinement_settings_are_validated_at_the_edge():
         _refine_config(refine={"top_k": 1, "learn": ["tims"]})
     with pytest.raises(ConfigError, match=r"refine.iterations: Input should be greater than or equal to 1"):
         _refine_config(refine={"top_k": 1, "iterations": 0})
+    with pytest.raises(ConfigError, match=r"refine.distance: Input should be 'euclidean' or 'squared'"):
+        _refine_config(refine={"top_k": 1, "distance": "l1"})

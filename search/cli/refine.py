@@ -32,7 +32,7 @@ def _cmd_refine(args: argparse.Namespace) -> None:
             iterations=args.iterations, samples=args.samples, seed=args.seed, batch_size=args.batch_size,
             lr_times=args.lr_times, lr_coefficients=args.lr_coefficients, guidance_scale=args.guidance_scale,
             targets=targets, cache_root=None if args.cache_dir is None else Path(args.cache_dir).expanduser(),
-            feature_weight=weight,
+            feature_weight=weight, distance=args.distance,
         )
     except ValueError as exc:
         raise UserError(f"refine: {exc}") from None
@@ -61,7 +61,7 @@ def _cmd_refine(args: argparse.Namespace) -> None:
 
 
 def register(sub: Any) -> None:
-    from ..refine_defaults import REFINE_DEFAULTS
+    from ..refine_defaults import DISTANCES, REFINE_DEFAULTS
 
     p = sub.add_parser("refine", help="learn a schedule's times and coefficients against a high-NFE teacher")
     p.add_argument("schedule", help="schedule JSON file (a baseline, a search winner, an exported schedule)")
@@ -84,6 +84,10 @@ def register(sub: Any) -> None:
     p.add_argument("--feature-weight", type=finite_float,
                    help="weight of the distance in image features beside the L2 distance (default: 1 for the digits "
                         "model, whose bundled classifier gives the features; 0 elsewhere)")
+    p.add_argument("--distance", choices=DISTANCES, default=d["distance"],
+                   help="per draw, the distance to the teacher averaged over the draws: euclidean (robust to the few "
+                        "draws no schedule brings near their teacher) or its square, the mean squared error "
+                        f"(default {d['distance']})")
     p.add_argument("--no-times", action="store_true", help="keep the times")
     p.add_argument("--no-relaxations", action="store_true", help="keep the derivative relaxations")
     p.add_argument("--no-free-weights", action="store_true", help="keep the analytic weights")
