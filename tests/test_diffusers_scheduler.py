@@ -183,8 +183,11 @@ def test_a_refined_schedule_with_learned_weights_runs_in_the_pipeline(pipelines)
 
     model = load_model(pipelines["epsilon"], device="cpu")
     start = baseline("unipc_bh2", 4, model, grid="uniform_lambda")
-    settings = RefineSettings(iterations=4, samples=12, batch_size=6, eval_every=2, teacher_steps=12)
-    refined = refine(model, start, settings).schedule
+    settings = RefineSettings(iterations=4, samples=12, batch_size=6, eval_every=2, teacher_steps=12,
+                              lr_times=0.01, lr_coefficients=0.001)  # small steps: 4 of them improve on this UNet
+    result = refine(model, start, settings)
+    assert result.best_iteration > 0
+    refined = result.schedule
     assert refined.format == "schedsearch.schedule/2" and refined.timesteps != start.timesteps
     assert any(s.corrector_weights for s in refined.steps)
     told = [s.model_time for s in refined.steps[1:]]
