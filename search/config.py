@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .context import EvaluationSpec
-from .refine_defaults import LEARNABLE, REFINE_DEFAULTS
+from .refine_defaults import LEARNABLE, REFINE_DEFAULTS, Distance
 from .space import DECISIONS, PRESETS, SpaceError, SpaceSpec
 
 STRATEGY_NAMES = ("random", "evolution", "generational", "guided", "tpe", "cmaes", "nsga2", "gp")
@@ -153,7 +153,7 @@ class RefineConfig(_Model):
     learn: tuple[Literal["times", "relaxations", "free_weights", "model_times"], ...] = LEARNABLE
     feature_weight: float | None = Field(None, ge=0, description="the image-feature term's weight (default: 1 where "
                                                                  "the model has a feature network, else 0)")
-    distance: Literal["euclidean", "squared"] = Field(
+    distance: Distance = Field(
         REFINE_DEFAULTS["distance"], description="the data-space distance to the teacher per draw, averaged over "
                                                  "draws: euclidean, or squared (the mean squared error)")
 

@@ -26,7 +26,7 @@ from schedsearch.solvers import DiffusionModel, Schedule, SolverError, baseline
 from schedsearch.solvers.parameters import RefineTargets, ScheduleParameters
 from schedsearch.solvers.sampler import integrate
 
-from .refine_defaults import DISTANCES, LEARNABLE, REFINE_DEFAULTS, TRAIN_SEED
+from .refine_defaults import DISTANCES, LEARNABLE, REFINE_DEFAULTS, TRAIN_SEED, Distance
 from .metrics.quality import ReferenceDistance
 from .metrics.suite import REFERENCE_STEPS
 from .noise_set import NoiseSet
@@ -48,7 +48,7 @@ class RefineSettings:
     patience: int = REFINE_DEFAULTS["patience"]
     teacher_steps: int = REFERENCE_STEPS
     feature_weight: float = 0.0
-    distance: str = REFINE_DEFAULTS["distance"]
+    distance: Distance = REFINE_DEFAULTS["distance"]
     guidance_scale: float | None = None
     targets: RefineTargets = field(default_factory=RefineTargets)
     cache_root: Path | None = None

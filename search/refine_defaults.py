@@ -8,7 +8,7 @@ without a better iterate before the steps are cut).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 #: the training noise's seed: apart from the search noise (0) and the held-out noise (1) by default
 TRAIN_SEED = 2
@@ -18,7 +18,8 @@ LEARNABLE = ("times", "relaxations", "free_weights", "model_times")
 
 #: the data-space distance to the teacher, per draw and averaged over draws: ``euclidean`` (the norm of the
 #: difference) or ``squared`` (its square, i.e. the mean squared error)
-DISTANCES = ("euclidean", "squared")
+Distance = Literal["euclidean", "squared"]
+DISTANCES: tuple[str, ...] = get_args(Distance)
 
 REFINE_DEFAULTS: dict[str, Any] = {"iterations": 250, "samples": 600, "batch_size": 100, "seed": TRAIN_SEED,
                                    "lr_times": 0.1, "lr_coefficients": 0.01, "patience": 4,

@@ -270,7 +270,7 @@ def test_refinement_beats_its_start_on_held_out_noise():
 def test_the_loss_is_the_chosen_distance_to_the_teacher_of_the_validation_draws(distance):
     """Checked against the sampler and the teacher directly: the euclidean loss is each validation draw's
     distance to its teacher, averaged; the squared loss is the mean squared error; the schedule says which."""
-    from schedsearch.search.refine import training_set
+    from schedsearch.search.refine import settings_from_options, training_set
 
     model = load_model("builtin:gmm-ring")
     schedule = baseline("dpmpp_2m", 4, model)
@@ -283,8 +283,6 @@ def test_the_loss_is_the_chosen_distance_to_the_teacher_of_the_validation_draws(
     assert result.schedule.provenance["refined"]["distance"] == distance
     with pytest.raises(ValueError, match="distance: 'l1' must be one of euclidean, squared"):
         RefineSettings(distance="l1")
-    from schedsearch.search.refine import settings_from_options
-
     assert settings_from_options({"distance": distance}, None, 100, None).distance == distance  # a search's refine:
 
 
