@@ -158,3 +158,25 @@ def test_inception_from_a_local_weights_file_is_torch_fidelity(tmp_path, rgb, in
 def test_unknown_extractor_is_a_config_error():
     with pytest.raises(ExtractorError, match="not registered"):
         FidelityConfig(extractor="nope").check()
+
+
+def test_a_samplers_overshoot_is_clamped_as_samples_are(tmp_path, gray):
+    floats = gray.float() / 127.5 - 1
+    floats[0, 0, 0, 0], floats[1, 0, 0, 0] = -1.3, 1.6  # a sampler's output reaches a little past [-1, 1]
+    torch.save(floats, tmp_path / "s.pt")
+    want = gray.clone()
+    want[0, 0, 0, 0], want[1, 0, 0, 0] = 0, 255
+    assert torch.equal(load_reference_images(tmp_path / "s.pt", (1, 8, 8)), want)
+
+
+def test_the_guided_teachers_samples_are_a_reference(tmp_path):
+    """``sample --out`` of the 100-step solve at a guidance scale is the reference of a guided comparison."""
+    assert run("baseline", "dpmpp_3m", "--nfe", "12", "--model", "builtin:digits", "-o", str(tmp_path / "t.json")).returncode == 0
+    out = run("sample", str(tmp_path / "t.json"), "--model", "builtin:digits", "-n", "40", "--seed", "7",
+              "--guidance-scale", "2", "--out", str(tmp_path / "ref.pt"))
+    assert out.returncode == 0, out.stderr
+    out = run("compare", "--model", "builtin:digits", "--nfe", "4", "--solvers", "ddim", "--grids", "quadratic",
+              "--guidance-scale", "2", "-n", "40", "--reference", str(tmp_path / "ref.pt"), "--metrics", "fid",
+              "--cache-dir", str(tmp_path / "cache"), "--plot", "", "-q")
+    assert out.returncode == 0, out.stderr
+    assert "ddim/quadratic" in out.stdout

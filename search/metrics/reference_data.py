@@ -2,7 +2,9 @@
 
 Accepted: a tensor file (``.pt`` holding a tensor, ``.npy``, or ``.npz`` with one array or
 an ``images`` array) laid out (N, C, H, W), (N, H, W, C) or, for one channel, (N, H, W) —
-either uint8 in [0, 255] or floats in the samples' range [−1, 1] — or a folder of
+either uint8 in [0, 255] or floats in the samples' range [−1, 1] (a sampler's own output, which
+overshoots it a little, is clamped as samples are; beyond ±2 the floats are taken for another scale
+and refused) — or a folder of
 PNG / JPEG / BMP / WebP images (read in name order). Whatever the source, the result is
 uint8 (N, C, H, W) with the model's C, H and W, or :class:`ReferenceDataError` naming the
 problem.
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+#: float reference data may reach this far beyond [-1, 1] (a sampler's overshoot) and is clamped; farther is refused
+FLOAT_RANGE = 2.0
 
 
 class ReferenceDataError(ValueError):
@@ -84,10 +88,11 @@ def _to_uint8_nchw(images: torch.Tensor, channels: int, path: Path) -> torch.Ten
     if not torch.isfinite(images).all():
         raise ReferenceDataError(f"reference data {path}: contains NaN or inf")
     lo, hi = float(images.min()), float(images.max())
-    if lo < -1.001 or hi > 1.001:
+    if lo < -FLOAT_RANGE or hi > FLOAT_RANGE:
         raise ReferenceDataError(
             f"reference data {path}: float images must lie in [-1, 1] like the samples; found [{lo:.3g}, {hi:.3g}]"
         )
+    # a sampler's output (``schedsearch sample --out``) overshoots [-1, 1] a little; it is clamped as samples are
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
