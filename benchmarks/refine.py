@@ -86,6 +86,7 @@ def teacher_samples(model_name: str, guidance: float, args: argparse.Namespace) 
     held-out 1 and refinement's 2), clamped to [-1, 1]: the guided model's own distribution, which a guided row's
     FID is measured against. Sampled once per model and scale into ``--cache-dir``."""
     import torch
+    from schedsearch.search.noise_set import NoiseSet
     from schedsearch.solvers import baseline, load_model, sample
 
     path = Path(args.cache_dir).expanduser() / f"teacher-{model_name}-g{guidance:g}-n{args.teacher_samples}-s7.pt"
@@ -93,13 +94,11 @@ def teacher_samples(model_name: str, guidance: float, args: argparse.Namespace) 
         return path
     model = load_model(f"builtin:{model_name}")
     teacher = baseline("dpmpp_3m", 100, model)
-    noise = torch.randn((args.teacher_samples, *model.sample_shape), generator=torch.Generator().manual_seed(7),
-                        dtype=model.state_dtype)
-    labels = torch.arange(args.teacher_samples) % model.num_classes if model.num_classes else None
+    draws = NoiseSet.draw(model.sample_shape, args.teacher_samples, 7, model.num_classes, model.state_dtype)
     start, chunks = time.time(), []
-    for i in range(0, args.teacher_samples, 500):
-        cond = None if labels is None else labels[i:i + 500]
-        chunks.append(sample(model, teacher, noise[i:i + 500], cond=cond, guidance_scale=guidance).clamp(-1, 1))
+    for i in range(0, len(draws), 500):
+        cond = None if draws.labels is None else draws.labels[i:i + 500]
+        chunks.append(sample(model, teacher, draws.noise[i:i + 500], cond=cond, guidance_scale=guidance).clamp(-1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(torch.cat(chunks).cpu(), path.with_suffix(".tmp"))
     path.with_suffix(".tmp").rename(path)

@@ -175,6 +175,8 @@ def test_the_guided_teachers_samples_are_a_reference(tmp_path):
     out = run("sample", str(tmp_path / "t.json"), "--model", "builtin:digits", "-n", "40", "--seed", "7",
               "--guidance-scale", "2", "--out", str(tmp_path / "ref.pt"))
     assert out.returncode == 0, out.stderr
+    ref = torch.load(tmp_path / "ref.pt")
+    assert ref.abs().max() > 1, "the sampler's output overshoots [-1, 1], which the reference must accept"
     out = run("compare", "--model", "builtin:digits", "--nfe", "4", "--solvers", "ddim", "--grids", "quadratic",
               "--guidance-scale", "2", "-n", "40", "--reference", str(tmp_path / "ref.pt"), "--metrics", "fid",
               "--cache-dir", str(tmp_path / "cache"), "--plot", "", "-q")

@@ -90,9 +90,9 @@ def _to_uint8_nchw(images: torch.Tensor, channels: int, path: Path) -> torch.Ten
     lo, hi = float(images.min()), float(images.max())
     if lo < -FLOAT_RANGE or hi > FLOAT_RANGE:
         raise ReferenceDataError(
-            f"reference data {path}: float images must lie in [-1, 1] like the samples; found [{lo:.3g}, {hi:.3g}]"
+            f"reference data {path}: float images must lie in [-1, 1] like the samples (a sampler's overshoot up to "
+            f"±{FLOAT_RANGE:g} is clamped); found [{lo:.3g}, {hi:.3g}]"
         )
-    # a sampler's output (``schedsearch sample --out``) overshoots [-1, 1] a little; it is clamped as samples are
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
