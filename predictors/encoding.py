@@ -4,8 +4,10 @@ Per step i (t_i → t_{i+1}): λ at both ends (scaled to the model's λ range, t
 mapped to a fixed cap), the step size h in λ, the order, prediction, estimator and
 corrector (one-hot), and for each of up to three derivatives its active points (a mask
 over the offsets −1…−4) and its relaxation. Globals: NFE, the analytical first step
-(one-hot) and the guidance scale. Schedules of different lengths are padded into one batch
-with a mask. Pure functions of the schedule and the model's noise schedule; no torch state.
+(one-hot) and the guidance scale. With ``probe``, each step's row also carries the schedule's
+relative error after that step on Gaussian data (:mod:`.probe`). Schedules of different lengths
+are padded into one batch with a mask. Pure functions of the schedule and the model's noise
+schedule; no torch state.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import torch
 from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
 
+from .probe import PROBE_FEATURES, probe_features
+
 MAX_DERIVATIVES = 3
 MAX_OFFSET = 4
 _PREDICTIONS = (Prediction.DATA, Prediction.NOISE)
@@ -27,6 +31,24 @@ _ANALYTIC = (None, AnalyticFirstStep.ZERO, AnalyticFirstStep.MEAN)
 #: features per step: λ_s, λ_t, h, to-data flag, order/4, one-hots, derivative points and relaxations
 STEP_FEATURES = 5 + 4 + len(_PREDICTIONS) + len(_ESTIMATORS) + len(_CORRECTORS) + MAX_DERIVATIVES * (MAX_OFFSET + 1)
 GLOBAL_FEATURES = 1 + len(_ANALYTIC) + 1
+
+
+def step_width(probe: bool) -> int:
+    """Features per step row: the schedule's own, plus the Gaussian probe's errors with ``probe``."""
+    return STEP_FEATURES + (PROBE_FEATURES if probe else 0)
+
+
+@lru_cache(maxsize=1 << 15)
+def _probe_rows(schedule: Schedule, noise_schedule: NoiseSchedule) -> np.ndarray:
+    """The probe's rows, memoised: a search encodes its observations again at every fit."""
+    out = probe_features(schedule, noise_schedule)
+    out.flags.writeable = False
+    return out
+
+
+def clear_probe_cache() -> None:
+    """Forget the memoised probe rows (a benchmark timing new candidates)."""
+    _probe_rows.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -110,19 +132,21 @@ class EncodedBatch:
 
 
 def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
-           guidance_scale: float | None = None) -> EncodedBatch:
+           guidance_scale: float | None = None, probe: bool = False) -> EncodedBatch:
     """One padded batch for ``schedules`` (of any lengths); λ of every time in one vectorised call."""
     lam_range = LambdaRange.of(noise_schedule)
     lengths = [s.num_steps for s in schedules]
     longest = max(lengths, default=1)
-    steps = np.zeros((len(schedules), longest, STEP_FEATURES), dtype=np.float32)
+    steps = np.zeros((len(schedules), longest, step_width(probe)), dtype=np.float32)
     mask = np.zeros((len(schedules), longest), dtype=bool)
     if schedules:
         times = np.concatenate([np.asarray(s.timesteps, dtype=np.float64) for s in schedules])
         lam = np.asarray(noise_schedule.lambda_(times), dtype=np.float64)
         offset = 0
         for b, (s, n) in enumerate(zip(schedules, lengths)):
-            _fill(steps[b, :n], s, lam[offset: offset + n + 1], lam_range)
+            _fill(steps[b, :n, :STEP_FEATURES], s, lam[offset: offset + n + 1], lam_range)
+            if probe:
+                steps[b, :n, STEP_FEATURES:] = _probe_rows(s, noise_schedule)
             mask[b, :n] = True
             offset += n + 1
     globs = np.stack([global_features(s, guidance_scale) for s in schedules]) if schedules else \

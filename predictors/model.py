@@ -10,21 +10,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .encoding import GLOBAL_FEATURES, STEP_FEATURES, EncodedBatch
+from .encoding import GLOBAL_FEATURES, EncodedBatch, step_width
 from .kinds import KINDS
 
 
 class ScheduleScorer(nn.Module):
-    def __init__(self, kind: str = "pool", hidden: int = 128) -> None:
+    def __init__(self, kind: str = "pool", hidden: int = 128, probe: bool = False) -> None:
         super().__init__()
+        width_in = step_width(probe)
         if kind not in KINDS:
             raise ValueError(f"predictor kind: unknown {kind!r} (known: {', '.join(KINDS)})")
         self.kind = kind
         if kind == "pool":
-            self.step = nn.Sequential(nn.Linear(STEP_FEATURES, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+            self.step = nn.Sequential(nn.Linear(width_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
             width = 2 * hidden
         else:
-            self.step = nn.Sequential(nn.Linear(STEP_FEATURES, hidden), nn.SiLU())
+            self.step = nn.Sequential(nn.Linear(width_in, hidden), nn.SiLU())
             self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
             width = hidden
         self.head = nn.Sequential(nn.Linear(width + GLOBAL_FEATURES, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
