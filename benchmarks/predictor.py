@@ -1,13 +1,13 @@
 """The learned predictor on real digits search trials: network kinds, held-out τ per NFE against trivial
 rankers and against the measurement's own noise, τ by training-set size, and NFE-5 → NFE-6 transfer.
 
-The data are the trials of two real digits searches (S³ evolution, FID on 250 draws of the
-search noise; NFE 4-6 and NFE 5-6, 1,000 trials together), run here unless ``--data`` names
-a database that holds them. Every τ is Kendall's τ-b between predicted scores and measured
+The data are the trials of four real digits searches (S³ evolution, FID on 250 draws of the
+search noise; NFE 4-6 and NFE 5-6, two seeds each, 2,000 trials together), run here unless
+``--data`` names a database that holds them. Every τ is Kendall's τ-b between predicted scores and measured
 FID on trials the predictor never saw.
 
-- kinds: 5-fold τ, fit seconds, seconds to rank 10,000 candidates, for ``pool`` and ``lstm`` ensembles and one
-  ``pool`` network (``--kinds``);
+- kinds: 5-fold τ, fit seconds, seconds to rank 10,000 new candidates, for ``pool`` and ``lstm`` ensembles,
+  one ``pool`` network, and one without the Gaussian probe's rows (``--kinds``, ``kind[:N][:noprobe]``);
 - per NFE: 5-fold τ of the predictor and of the trivial rankers "higher order is better" and
   "closer to the uniform-λ grid is better";
 - noise ceiling: ``--ceiling`` trials re-measured on held-out noise (seed 1,
@@ -19,7 +19,7 @@ FID on trials the predictor never saw.
   beside the NFE-5 trials it learnt from) against one trained from scratch on 200 NFE-6
   trials, all tested on the other NFE-6 trials.
 
-    .venv/bin/python benchmarks/predictor.py                         # runs the data searches (≈ 25 min)
+    .venv/bin/python benchmarks/predictor.py                         # runs the data searches (≈ 2 h)
     .venv/bin/python benchmarks/predictor.py --data sqlite:///runs.db
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
+from schedsearch.predictors import encoding
 from schedsearch.predictors.evaluation import cross_validate
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
 from schedsearch.search.config import parse_config
@@ -44,7 +44,8 @@ from schedsearch.search.space import SearchSpace
 from schedsearch.solvers import load_model
 from schedsearch.storage import TrialStore
 
-SEARCHES = {"digits-data": ([4, 5, 6], 600, 3), "digits-data-2": ([5, 6], 400, 4)}
+SEARCHES = {"digits-data": ([4, 5, 6], 600, 3), "digits-data-2": ([5, 6], 400, 4),
+            "digits-data-3": ([4, 5, 6], 600, 5), "digits-data-4": ([5, 6], 400, 6)}
 
 
 def data_config(name: str) -> dict:
@@ -85,28 +86,33 @@ def fit(ns, schedules, objectives, cfg: PredictorConfig, seed: int = 0, predicto
     return p
 
 
-def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str]) -> None:
-    print("\n## network kinds (5-fold held-out τ, all trials; kind:N = an ensemble of N, default 5)")
+def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str]) -> dict:
+    """Prints the table; returns the cross-validations by config (the per-NFE section reuses the default's)."""
+    print("\n## network kinds (5-fold held-out τ, all trials; kind:N = an ensemble of N, default 5; "
+          ":noprobe = without the Gaussian probe's rows)")
     rng = np.random.default_rng(0)
     candidates = [space.decode(space.random(rng)) for _ in range(10_000)]
-    print(f"{'kind':<8}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s':>15}")
+    print(f"{'kind':<15}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s':>15}")
+    done = {}
     for name in kinds:
-        kind, _, size = name.partition(":")
-        cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble))
-        cv = cross_validate(schedules, objectives, ns, cfg, 5, 0)
+        kind, size, flag = (name.split(":") + ["", ""])[:3]
+        cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble), probe=flag != "noprobe")
+        cv = done[cfg] = cross_validate(schedules, objectives, ns, cfg, 5, 0)
         n = int(len(schedules) * 0.8)
         start = time.perf_counter()
         p = fit(ns, schedules[:n], objectives[:n], cfg)
         fit_s = time.perf_counter() - start
+        encoding.clear_probe_cache()  # new candidates: none of their probe rows computed before
         start = time.perf_counter()
         p.predict(candidates)
         rank_s = time.perf_counter() - start
-        print(f"{name:<8}{cv.tau:>8.3f} ± {cv.tau_std:.3f}{fit_s:>22.1f}{rank_s:>15.2f}", flush=True)
+        print(f"{name:<15}{cv.tau:>8.3f} ± {cv.tau_std:.3f}{fit_s:>22.1f}{rank_s:>15.2f}", flush=True)
+    return done
 
 
-def section_per_nfe(ns, schedules, objectives) -> None:
+def section_per_nfe(ns, schedules, objectives, done: dict) -> None:
     print("\n## held-out τ per NFE (5-fold), predictor against trivial rankers")
-    cv = cross_validate(schedules, objectives, ns, PredictorConfig(), 5, 0)
+    cv = done.get(PredictorConfig()) or cross_validate(schedules, objectives, ns, PredictorConfig(), 5, 0)
     print(f"{'NFE':<5}{'trials':>7}{'predictor':>11}{'higher-order':>14}{'uniform-λ':>11}")
     nfes = np.asarray([s.nfe for s in schedules])
     for nfe, tau in cv.tau_per_nfe.items():
@@ -147,7 +153,7 @@ def section_size(ns, schedules, objectives) -> None:
     order = rng.permutation(len(schedules))
     test, pool = order[: len(order) // 5], order[len(order) // 5:]
     print(f"{'trials':>7}{'τ':>8}")
-    for n in (25, 50, 100, 200, 400, len(pool)):
+    for n in sorted({n for n in (25, 50, 100, 200, 400, 800) if n < len(pool)} | {len(pool)}):
         train = pool[:n]
         p = fit(ns, [schedules[i] for i in train], objectives[train], PredictorConfig())
         tau = kendall_tau(p.predict([schedules[i] for i in test]), objectives[test])
@@ -191,7 +197,8 @@ def main() -> None:
     parser.add_argument("--ceiling", type=int, default=150, help="trials re-measured on held-out noise (0: skip)")
     parser.add_argument("--ceiling-samples", type=int, default=1000,
                         help="draws of the held-out noise per re-measured trial (FID's noise shrinks with more)")
-    parser.add_argument("--kinds", default="pool,pool:1,lstm", help="networks of the kinds section (kind[:ensemble])")
+    parser.add_argument("--kinds", default="pool,pool:1,pool:1:noprobe,lstm",
+                        help="networks of the kinds section (kind[:ensemble][:noprobe])")
     parser.add_argument("--sections", default="kinds,nfe,ceiling,size,transfer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,10 +212,9 @@ def main() -> None:
         print(f"{len(schedules)} measured digits schedules (FID, 250 samples of the search noise), "
               f"NFE {sorted({s.nfe for s in schedules})}")
         sections = args.sections.split(",")
-        if "kinds" in sections:
-            section_kinds(ns, schedules, objectives, space, args.kinds.split(","))
+        done = section_kinds(ns, schedules, objectives, space, args.kinds.split(",")) if "kinds" in sections else {}
         if "nfe" in sections:
-            section_per_nfe(ns, schedules, objectives)
+            section_per_nfe(ns, schedules, objectives, done)
         if "ceiling" in sections and args.ceiling > 0:
             section_ceiling(ns, schedules, objectives, args.ceiling, args.ceiling_samples)
         if "size" in sections:
