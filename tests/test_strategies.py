@@ -154,6 +154,9 @@ def test_guided_resumes_with_its_stored_predictor_and_ranks_better_than_chance(t
     assert guided and all("predicted" in o.meta for o in guided)
     state, (kind, (data, meta)) = strategy.state(), next(iter(strategy.artifacts().items()))
     assert kind == "predictor" and meta["trials"] == sorted(o.number for o in history[:-8] if o.number >= 0)
+    assert meta["checkpoint"]["config"]["probe"] is True  # it reads the Gaussian probe's rows (the default)
+    with pytest.raises(ValueError, match="probe 'yes' must be true or false"):
+        make_strategy("guided", _space(), np.random.default_rng(5), options={"probe": "yes"})
 
     restored = make_strategy("guided", _space(), np.random.default_rng(5), options=options)
     restored.load_artifact(kind, data, meta)

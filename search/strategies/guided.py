@@ -8,7 +8,10 @@ parents rank-selected among the ``top`` best at that NFE, crossover, mutation â€
 already measured or queued, and keeps the child the predictor ranks best (with probability
 ``explore``, one of them drawn uniformly instead). Screening per slot keeps the evolution's
 diversity (every slot draws its own parents) while the predictor picks among many mutations.
-The first ``initial`` proposals are random schedules (the predictor needs something to learn from).
+The first ``initial`` proposals are random schedules; the baselines, measured first, are the rest
+of what the first fit learns from. The predictor reads each schedule's errors on Gaussian data
+(``probe``, :mod:`schedsearch.predictors.probe`): with them a fit on a few dozen trials already ranks
+well enough to screen 64 children per proposal (gmm-8d NFE 4, ``benchmarks/search_strategies.py``).
 
 The round's queue is part of the strategy's state, and a fit is a pure function of the
 observations and the strategy's seed, so a resumed search proposes what the uninterrupted one
@@ -48,17 +51,20 @@ class PredictorGuided(Strategy):
     name = "guided"
     artifact_kinds = (PREDICTOR_ARTIFACT,)
 
-    def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 24, round_size: int = 16,
-                 candidates: int = 128, explore: float = 0.2, top: int = 15, crossover_rate: float = 0.5,
-                 epochs: int = 200, kind: str = "pool", hidden: int = 64, ensemble: int = 1) -> None:
+    def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 4, round_size: int = 8,
+                 candidates: int = 512, explore: float = 0.1, top: int = 15, crossover_rate: float = 0.5,
+                 epochs: int = 200, kind: str = "pool", hidden: int = 64, ensemble: int = 1, probe: bool = True) -> None:
         super().__init__(space, rng)
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"guided: explore {explore} must lie in [0, 1]")
+        if not isinstance(probe, bool):
+            raise ValueError(f"guided: probe {probe!r} must be true or false")  # noqa: TRY004 - the config's one line
         if min(initial, round_size, candidates, top, epochs, ensemble) < 1:
             raise ValueError("guided: initial, round_size, candidates, top, epochs and ensemble must be â‰¥ 1")
         self.initial, self.round_size, self.candidates = initial, round_size, candidates
         self.explore, self.top, self.crossover_rate = explore, top, crossover_rate
-        self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs, ensemble=ensemble)
+        self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs, ensemble=ensemble,
+                                                probe=probe)
         self.seed = int(rng.integers(2**31 - 1))  # the fits' seed: one draw, fixed for the strategy's life
         self.population = _Population(space)  # the successful observations, as the evolution breeds from them
         self.measured: dict[int, tuple[Schedule, float | None]] = {}  # every observation: the predictor's data
