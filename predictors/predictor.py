@@ -9,12 +9,12 @@ the ranks. Order matters, not absolute values.
 An ensemble of ``ensemble`` networks (different initialisations, their own pairs), each
 trained alone; a schedule's score is the mean of the networks' scores, each standardised by
 its scores on the training set (so no network dominates by scale, and a schedule's score never
-depends on what else is in the batch). On 1,000 digits search trials five networks rank
-held-out trials at τ 0.647 against 0.624 for one (``benchmarks/predictor.py``).
+depends on what else is in the batch). On 2,000 digits search trials five networks rank
+held-out trials at τ 0.714 against 0.694 for one (``benchmarks/predictor.py``).
 
 With ``probe`` (the default) each step's features include the schedule's error on Gaussian data
 (:mod:`.probe`), computed by the sampler itself: it costs about 0.6 ms per new schedule (memoised),
-and it is what lifts the ranking most (one network 0.62 → 0.69 on the same digits trials).
+and it is what lifts the ranking most (one network 0.625 → 0.694 on the same digits trials).
 
 Everything random draws from the injected generator; the checkpoint is safetensors bytes plus
 JSON-able metadata (no pickles). Format /2 holds the ensemble (its config says whether it reads
