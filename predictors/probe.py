@@ -10,7 +10,8 @@ the last step), one number per scale, signed and log-compressed: sign(r) · log(
 On the digits search trials these rows lift a predictor's held-out Kendall τ from 0.62 to 0.69
 (one network; ``benchmarks/predictor.py``, kinds ``pool:1`` and ``pool:1:noprobe``): the network
 no longer has to learn from a few hundred trials how orders, estimators, relaxations and step
-sizes combine into a solver's accuracy — the sampler computes it. Pure functions of the schedule and the noise schedule.
+sizes combine into a solver's accuracy — the sampler computes it. Pure functions of the schedule
+and the noise schedule.
 """
 
 from __future__ import annotations
