@@ -242,7 +242,8 @@ class ContinuousVPCosine(NoiseSchedule):
 
     def _log_alpha(self, t: np.ndarray) -> np.ndarray:
         scale = math.pi / 2 / (1.0 + self.s)
-        return np.log(np.cos((t + self.s) * scale)) - math.log(math.cos(self.s * scale))
+        # ≤ 0 exactly: at the data time the two logs may round apart (λ would be NaN instead of +∞)
+        return np.minimum(np.log(np.cos((t + self.s) * scale)) - math.log(math.cos(self.s * scale)), 0.0)
 
     def lambda_(self, t: ArrayLike) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -253,7 +254,7 @@ class ContinuousVPCosine(NoiseSchedule):
 
     def lambda_torch(self, t: torch.Tensor) -> torch.Tensor:
         scale = math.pi / 2 / (1.0 + self.s)
-        log_alpha = torch.log(torch.cos((t + self.s) * scale)) - math.log(math.cos(self.s * scale))
+        log_alpha = (torch.log(torch.cos((t + self.s) * scale)) - math.log(math.cos(self.s * scale))).clamp(max=0.0)
         return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
 
     def t_of_lambda(self, lam: ArrayLike) -> np.ndarray:
