@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from schedsearch.predictors import encoding
 from schedsearch.predictors.evaluation import cross_validate
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
 from schedsearch.search.config import parse_config
@@ -102,7 +101,6 @@ def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str
         start = time.perf_counter()
         p = fit(ns, schedules[:n], objectives[:n], cfg)
         fit_s = time.perf_counter() - start
-        encoding.clear_probe_cache()  # new candidates: none of their probe rows computed before
         start = time.perf_counter()
         p.predict(candidates)
         rank_s = time.perf_counter() - start

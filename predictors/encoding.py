@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
 
-from .probe import PROBE_FEATURES, probe_features
+from .probe import PROBE_FEATURES, probe_features_many
 
 MAX_DERIVATIVES = 3
 MAX_OFFSET = 4
@@ -36,19 +36,6 @@ GLOBAL_FEATURES = 1 + len(_ANALYTIC) + 1
 def step_width(probe: bool) -> int:
     """Features per step row: the schedule's own, plus the Gaussian probe's errors with ``probe``."""
     return STEP_FEATURES + (PROBE_FEATURES if probe else 0)
-
-
-@lru_cache(maxsize=1 << 15)
-def _probe_rows(schedule: Schedule, noise_schedule: NoiseSchedule) -> np.ndarray:
-    """The probe's rows, memoised: a search encodes its observations again at every fit."""
-    out = probe_features(schedule, noise_schedule)
-    out.flags.writeable = False
-    return out
-
-
-def clear_probe_cache() -> None:
-    """Forget the memoised probe rows (a benchmark timing new candidates)."""
-    _probe_rows.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -143,10 +130,11 @@ def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
         times = np.concatenate([np.asarray(s.timesteps, dtype=np.float64) for s in schedules])
         lam = np.asarray(noise_schedule.lambda_(times), dtype=np.float64)
         offset = 0
+        rows = probe_features_many(schedules, noise_schedule) if probe else None
         for b, (s, n) in enumerate(zip(schedules, lengths)):
             _fill(steps[b, :n, :STEP_FEATURES], s, lam[offset: offset + n + 1], lam_range)
-            if probe:
-                steps[b, :n, STEP_FEATURES:] = _probe_rows(s, noise_schedule)
+            if rows is not None:
+                steps[b, :n, STEP_FEATURES:] = rows[b]
             mask[b, :n] = True
             offset += n + 1
     globs = np.stack([global_features(s, guidance_scale) for s in schedules]) if schedules else \

@@ -9,8 +9,10 @@ D_k ≈ h^k·(d/dλ)^k of x̂₀ (or ε̂) at λ_s and φ₁(z) = (eᶻ−1)/z, 
 (Lu et al., DPM-Solver / DPM-Solver++; Zhao et al., UniPC; Liu et al., USF). Every update
 is returned as a linear combination ``ratio·x_s + Σ_j w_j·y_j`` over model outputs y_j.
 
-Every function takes plain floats (the executor's plan) or 0-dim float64 tensors (the
-differentiable plan of learned refinement): the same formulas, so both plans agree to rounding.
+Every function takes plain floats (the executor's plan), 0-dim float64 tensors (the
+differentiable plan of learned refinement) or float64 arrays with one entry per schedule (the
+batched plans of :func:`~schedsearch.solvers.plan.dense_plans`): the same formulas, so all three
+agree to rounding.
 """
 
 from __future__ import annotations
@@ -25,16 +27,25 @@ import torch
 from .errors import ScheduleError
 from .schedule import Derivative, Estimator, Prediction
 
-#: a coefficient: a float, or a 0-dim float64 tensor that carries gradients
-Scalar = float | torch.Tensor
+#: a coefficient: a float, a 0-dim float64 tensor that carries gradients, or a float64 array (a batch)
+Scalar = float | torch.Tensor | np.ndarray
 
 
 def _expm1(z: Scalar) -> Scalar:
-    return torch.expm1(z) if isinstance(z, torch.Tensor) else math.expm1(z)
+    if isinstance(z, torch.Tensor):
+        return torch.expm1(z)
+    return np.expm1(z) if isinstance(z, np.ndarray) else math.expm1(z)
 
 
 def _finite(z: Scalar) -> bool:
-    return bool(torch.isfinite(z)) if isinstance(z, torch.Tensor) else math.isfinite(z)
+    if isinstance(z, torch.Tensor):
+        return bool(torch.isfinite(z))
+    return bool(np.isfinite(z).all()) if isinstance(z, np.ndarray) else math.isfinite(z)
+
+
+def _any(condition: bool | np.ndarray | torch.Tensor) -> bool:
+    """Whether a comparison holds anywhere (a batch: for any of its schedules)."""
+    return bool(condition.any()) if isinstance(condition, np.ndarray) else bool(condition)
 
 #: Adams–Bashforth weights used by iPNDM (Zhang & Chen, DEIS), newest point first.
 IPNDM_WEIGHTS: dict[int, tuple[float, ...]] = {
@@ -47,6 +58,8 @@ IPNDM_WEIGHTS: dict[int, tuple[float, ...]] = {
 
 def phi(k: int, z: Scalar) -> Scalar:
     """φ_k(z) = Σ_{j≥0} zʲ/(j+k)! for k ≥ 1 (series near 0, recurrence elsewhere)."""
+    if isinstance(z, np.ndarray):
+        return _phi_array(k, z)
     if abs(z) < 1.0:
         term, total = 1.0 / math.factorial(k), 0.0
         for j in range(40):
@@ -61,11 +74,39 @@ def phi(k: int, z: Scalar) -> Scalar:
     return value
 
 
+def _phi_array(k: int, z: np.ndarray) -> np.ndarray:
+    """:func:`phi` of every entry of ``z``: the same recurrence, and the same series where |z| < 1."""
+    small = np.abs(z) < 1.0
+    zl = np.where(small, 1.0, z)
+    value = np.expm1(zl) / zl
+    for j in range(1, k):
+        value = (value - 1.0 / math.factorial(j)) / zl
+    if small.any():
+        zs = z[small]
+        reach, terms = float(np.abs(zs).max()), 1  # the terms needed where |z| is largest (≥ 1/(k+1)! of the sum)
+        bound = 1.0
+        while terms < 40 and bound >= 1e-18:
+            bound *= reach / (terms + k)
+            terms += 1
+        term, total = np.full(zs.shape, 1.0 / math.factorial(k)), np.zeros(zs.shape)
+        for j in range(terms):
+            total += term
+            term = term * zs / (j + k + 1)
+        value[small] = total + term
+    return value
+
+
 def derivative_weights(offsets: Sequence[Scalar], k: int) -> np.ndarray | torch.Tensor:
     """Weights a_m with D_k = Σ_m a_m·(y_m − y_s) for the polynomial through s and the points.
 
-    ``offsets`` are r_m = (λ_m − λ_s)/h; D_k is h^k times the k-th derivative at λ_s.
+    ``offsets`` are r_m = (λ_m − λ_s)/h; D_k is h^k times the k-th derivative at λ_s. Offsets that are
+    arrays (a batch of schedules) give weights ``[points, batch]``.
     """
+    if any(isinstance(o, np.ndarray) for o in offsets):
+        rb = np.stack(np.broadcast_arrays(*offsets), axis=-1)  # [batch, points]
+        powers = np.arange(1, rb.shape[-1] + 1)
+        fact = np.array([math.factorial(p) for p in powers], dtype=np.float64)
+        return np.linalg.inv(rb[..., :, None] ** powers / fact)[..., k - 1, :].T
     if any(isinstance(o, torch.Tensor) for o in offsets):
         rt = torch.stack([torch.as_tensor(o, dtype=torch.float64) for o in offsets])
         pw = torch.arange(1, rt.numel() + 1, dtype=torch.float64)
@@ -99,10 +140,10 @@ class Update:
 def step_ratio(prediction: Prediction, s: Node, t: Node) -> Scalar:
     """The exact factor on x_s of a step s → t: σ_t/σ_s (data prediction) or α_t/α_s (noise)."""
     if prediction is Prediction.DATA:
-        if s.sigma <= 0:
+        if _any(s.sigma <= 0):
             raise ScheduleError("cannot integrate from σ = 0")
         return t.sigma / s.sigma
-    if s.alpha <= 0:
+    if _any(s.alpha <= 0):
         raise ScheduleError("noise prediction cannot start where α = 0 (use data prediction)")
     return t.alpha / s.alpha
 
@@ -128,7 +169,7 @@ def exponential_update(
     data = prediction is Prediction.DATA
     ratio = step_ratio(prediction, s, t)
 
-    if t.sigma == 0.0:  # exact limit h → ∞ of the first-order step to the data
+    if _any(t.sigma == 0.0):  # exact limit h → ∞ of the first-order step to the data
         if derivatives or new_point is not None:
             raise ScheduleError("a step to the data (σ = 0) must be first order")
         w0 = t.alpha if data else -(t.alpha * s.sigma / s.alpha)
@@ -170,7 +211,7 @@ def exponential_update(
 
 def ipndm_update(order: int, s_index: int, s: Node, t: Node) -> Update:
     """iPNDM: u_t = u_s + (ρ_t − ρ_s)·Σ b_j ε̂_{s−j} in u = x/α, ρ = σ/α."""
-    if s.alpha <= 0:
+    if _any(s.alpha <= 0):
         raise ScheduleError("noise prediction cannot start where α = 0 (use data prediction)")
     rho_s, rho_t = s.sigma / s.alpha, t.sigma / t.alpha
     step = t.alpha * (rho_t - rho_s)

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .coefficients import Node, Scalar, Update, exponential_update, ipndm_update, step_ratio
 from .errors import ScheduleError
 from .noise_schedules import NoiseSchedule
-from .schedule import AnalyticFirstStep, Corrector, Estimator, Schedule, Step
+from .schedule import AnalyticFirstStep, Corrector, Derivative, Estimator, Prediction, Schedule, Step
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,10 @@ def _build(
     node_map = dict(enumerate(nodes))
     steps = []
     for i, step in enumerate(schedule.steps):
-        s, t = nodes[i], nodes[i + 1]
-        rel = relaxations.get(i)
+        s = nodes[i]
         try:
-            predictor = _ordered(_predictor(step, i, s, t, node_map, rel), i, step.points, weight_offsets.get(i))
-            corrector = None
-            if step.corrector is not Corrector.NONE:
-                if step.estimator is Estimator.FREE:
-                    corrector = Update(step_ratio(step.prediction, s, t), step.prediction,
-                                       tuple((i + j, w) for j, w in step.corrector_weights))
-                else:
-                    corrector = exponential_update(step.prediction, step.estimator, step.derivatives, i, s, t,
-                                                   node_map, new_point=i + 1, relaxations=rel)
-                corrector = _ordered(corrector, i, (*step.points, 1), corrector_offsets.get(i))
+            predictor, corrector = _step_updates(step, i, node_map, relaxations.get(i), weight_offsets.get(i),
+                                                 corrector_offsets.get(i))
         except ScheduleError as exc:
             raise ScheduleError(f"steps[{i}]: {exc}") from None
         own = times[i] if step.model_time is None else step.model_time
@@ -120,6 +112,23 @@ def _build(
                 for j, _ in update.weights:
                     last_use[j] = max(last_use[j], i + 1 if update is sp.corrector else i)
     return Plan(tuple(steps), schedule.analytic_first_step, schedule.nfe, tuple(last_use))
+
+
+def _step_updates(step: Step, i: int, nodes: Mapping[int, Node], rel: Sequence[Scalar] | None,
+                  weight_offsets: torch.Tensor | None = None, corrector_offsets: torch.Tensor | None = None,
+                  ) -> tuple[Update, Update | None]:
+    """Step i's predictor and corrector (None without one), from the nodes of its points."""
+    s, t = nodes[i], nodes[i + 1]
+    predictor = _ordered(_predictor(step, i, s, t, nodes, rel), i, step.points, weight_offsets)
+    if step.corrector is Corrector.NONE:
+        return predictor, None
+    if step.estimator is Estimator.FREE:
+        corrector = Update(step_ratio(step.prediction, s, t), step.prediction,
+                           tuple((i + j, w) for j, w in step.corrector_weights))
+    else:
+        corrector = exponential_update(step.prediction, step.estimator, step.derivatives, i, s, t,
+                                       nodes, new_point=i + 1, relaxations=rel)
+    return predictor, _ordered(corrector, i, (*step.points, 1), corrector_offsets)
 
 
 def _ordered(update: Update, i: int, points: tuple[int, ...], offsets: torch.Tensor | None) -> Update:
@@ -138,3 +147,124 @@ def _predictor(step: Step, i: int, s: Node, t: Node, nodes: Mapping[int, Node],
         return ipndm_update(step.order, i, s, t)
     return exponential_update(step.prediction, step.estimator, step.derivatives, i, s, t, nodes,
                               relaxations=relaxations)
+
+
+@dataclass(frozen=True)
+class DensePlans:
+    """Many schedules' plans as arrays, padded to the longest (``lengths[b]`` steps are real).
+
+    Step i of schedule b takes x_{i+1} = ``ratio[b, i]``·x_i + Σ_j ``data[b, i, j]``·x̂₀_j + ``noise[b, i, j]``·ε̂_j
+    over the points j; where ``corrected[b, i]``, its corrector gives the corrected x_{i+1} from x_i the same way
+    with the ``corrector_*`` arrays, and ``implicit[b, i]`` re-evaluates the model there. ``analytic[b]``: the
+    first point is the analytical first step. α and σ are those of every node ``[B, N + 1]``.
+    """
+
+    lengths: np.ndarray
+    alpha: np.ndarray
+    sigma: np.ndarray
+    ratio: np.ndarray
+    data: np.ndarray
+    noise: np.ndarray
+    corrected: np.ndarray
+    implicit: np.ndarray
+    corrector_ratio: np.ndarray
+    corrector_data: np.ndarray
+    corrector_noise: np.ndarray
+    analytic: np.ndarray
+
+
+def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> DensePlans:
+    """The plans of ``schedules`` (checked as :func:`compile_plan` checks them) in one vectorised pass.
+
+    Steps with the same structure (prediction, order, estimator, corrector, derivative points) in any
+    schedule and at any position share one call of the coefficient formulas on arrays, so thousands of
+    schedules compile in about the time of a few hundred single plans; every coefficient equals
+    :func:`compile_plan`'s to rounding.
+    """
+    count = len(schedules)
+    lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
+    n = int(lengths.max(initial=1))
+    times = np.full((count, n + 1), float(noise_schedule.t_max))
+    for b, s in enumerate(schedules):
+        times[b, : lengths[b] + 1] = s.timesteps
+    _check_all(schedules, times, lengths, noise_schedule)
+    lam = np.asarray(noise_schedule.lambda_(times.ravel()), dtype=np.float64).reshape(times.shape)
+    alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(times.shape) for v in noise_schedule.alpha_sigma(times.ravel()))
+    shape2, shape3 = (count, n), (count, n, n + 1)
+    out = DensePlans(lengths, alpha, sigma, np.zeros(shape2), np.zeros(shape3), np.zeros(shape3),
+                     np.zeros(shape2, dtype=bool), np.zeros(shape2, dtype=bool), np.zeros(shape2), np.zeros(shape3),
+                     np.zeros(shape3), np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
+    groups: dict[tuple, list] = {}
+    for b, s in enumerate(schedules):
+        last = s.num_steps - 1
+        for i, step in enumerate(s.steps):
+            ders = step.derivatives
+            fine = step.estimator in (Estimator.FREE, Estimator.IPNDM)
+            key = (step.prediction, step.order, step.estimator, step.corrector, i == last and s.ends_at_data,
+                   tuple(d.active_points for d in ders) if fine else tuple(len(d.active_points) for d in ders),
+                   step.weights, step.corrector_weights)
+            groups.setdefault(key, []).append(
+                (b, i, step, () if fine else tuple(p for d in ders for p in d.active_points),
+                 tuple(d.relaxation for d in ders)))
+    for members in groups.values():
+        _fill_group(out, members, lam, schedules, noise_schedule)
+    return out
+
+
+def _fill_group(out: DensePlans, members: list, lam: np.ndarray, schedules: Sequence[Schedule],
+                noise_schedule: NoiseSchedule) -> None:
+    """One call of the coefficient formulas for steps of one structure; their weights scattered into ``out``.
+
+    The step's points are numbered relative to its start (0; 1 is its end). Taylor and B(h) steps whose
+    derivatives use different earlier points share the call: each active point becomes a slot (ids −1, −2, …)
+    whose node is gathered per member, and weights of slots on the same point add up.
+    """
+    bs = np.array([m[0] for m in members])
+    at = np.array([m[1] for m in members])
+    step: Step = members[0][2]
+    where: dict[int, np.ndarray | int] = {0: 0, 1: 1}  # point id → offset from the step's start, per member
+    if members[0][3] or step.derivatives and step.estimator not in (Estimator.FREE, Estimator.IPNDM):
+        offsets = np.array([m[3] for m in members])
+        slots, ders = -1, []
+        for d in step.derivatives:
+            ders.append(Derivative(tuple(range(slots, slots - len(d.active_points), -1))))
+            slots -= len(d.active_points)
+        step = Step(step.prediction, step.order, tuple(ders), step.corrector, step.estimator)
+        where.update({-1 - k: offsets[:, k] for k in range(offsets.shape[1])})
+    else:
+        where.update({p: p for p in step.points})
+    nodes = {p: Node(lam[bs, at + off], out.alpha[bs, at + off], out.sigma[bs, at + off]) for p, off in where.items()}
+    rel = [np.array([m[4][k] for m in members]) for k in range(len(step.derivatives))]
+    try:
+        predictor, corrector = _step_updates(step, 0, nodes, rel)
+    except ScheduleError:
+        for b in sorted(set(bs.tolist())):
+            compile_plan(schedules[b], noise_schedule)  # raises with the schedule's own step and message
+        raise
+    _scatter(predictor, bs, at, where, out.ratio, out.data, out.noise)
+    if corrector is not None:
+        _scatter(corrector, bs, at, where, out.corrector_ratio, out.corrector_data, out.corrector_noise)
+        out.corrected[bs, at] = True
+        out.implicit[bs, at] = step.corrector is Corrector.IMPLICIT
+
+
+def _check_all(schedules: Sequence[Schedule], times: np.ndarray, lengths: np.ndarray,
+               noise_schedule: NoiseSchedule) -> None:
+    """:meth:`Schedule.check_for` of every schedule: vectorised, with the offenders' own messages."""
+    lo, hi = noise_schedule.t_min - 1e-9, noise_schedule.t_max + 1e-9
+    rows = np.arange(len(schedules))
+    last = times[rows, lengths]
+    inner = times.copy()
+    inner[rows, lengths] = noise_schedule.t_max  # the last time may also be the data time
+    bad = ((inner < lo) | (inner > hi)).any(axis=1) | (((last < lo) | (last > hi)) & (last != noise_schedule.data_time))
+    for b, s in enumerate(schedules):
+        if bad[b] or s.time_domain != noise_schedule.time_domain or any(st.model_time is not None for st in s.steps):
+            s.check_for(noise_schedule)
+
+
+def _scatter(update: Update, bs: np.ndarray, at: np.ndarray, where: Mapping[int, np.ndarray | int],
+             ratio: np.ndarray, data: np.ndarray, noise: np.ndarray) -> None:
+    ratio[bs, at] = update.ratio
+    target = data if update.prediction is Prediction.DATA else noise
+    for p, w in update.weights:
+        np.add.at(target, (bs, at, at + where[p]), w)  # slots on the same point add up

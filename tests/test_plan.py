@@ -17,10 +17,25 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-
-from schedsearch.solvers import EDM, Derivative, Schedule, Step, compile_plan, from_callable, sample
+from schedsearch.search.space import SearchSpace, SpaceSpec
+from schedsearch.solvers import (
+    EDM,
+    Derivative,
+    Schedule,
+    Step,
+    baseline,
+    compile_plan,
+    from_callable,
+    load_model,
+    sample,
+)
+from schedsearch.solvers.baselines import BASELINES
+from schedsearch.solvers.errors import ScheduleError
+from schedsearch.solvers.parameters import ScheduleParameters
+from schedsearch.solvers.plan import dense_plans
 
 NS = EDM()
 TIMES = (10.0, 5.0, 2.5, 1.4, 0.8, 0.45, 0.25)
@@ -171,3 +186,69 @@ def test_sampler_uses_the_chosen_points():
         x_prev = x
         x = step(i, x, points, PREDICTORS[i])
     torch.testing.assert_close(sample(model, SCHEDULE, noise), x, rtol=1e-10, atol=1e-10)
+
+
+def _plan_arrays(plan, size: int) -> list[tuple[float, str, list[float]] | None]:
+    """A plan's predictors and correctors as (ratio, prediction, dense weights over the points)."""
+    out = []
+    for sp in plan.steps:
+        for update in (sp.predictor, sp.corrector):
+            if update is None:
+                out.append(None)
+                continue
+            dense = [0.0] * size
+            for j, w in update.weights:
+                dense[j] += w
+            out.append((update.ratio, update.prediction.value, dense))
+    return out
+
+
+def _dense_arrays(plans, b: int) -> list[tuple[float, str, list[float]] | None]:
+    out = []
+    for i in range(int(plans.lengths[b])):
+        for ratio, data, noise, on in ((plans.ratio, plans.data, plans.noise, True),
+                                       (plans.corrector_ratio, plans.corrector_data, plans.corrector_noise,
+                                        bool(plans.corrected[b, i]))):
+            if not on:
+                out.append(None)
+                continue
+            assert not (data[b, i].any() and noise[b, i].any())
+            kind = "noise" if noise[b, i].any() else "data"
+            out.append((float(ratio[b, i]), kind, list((noise if kind == "noise" else data)[b, i])))
+    return out
+
+
+@pytest.mark.parametrize("model_name", ["builtin:gmm-ring", "builtin:digits"])
+def test_dense_plans_equal_the_compiled_plans(model_name):
+    """Many schedules compiled together (steps of one structure share array formulas) equal one plan each."""
+    model = load_model(model_name)
+    ns = model.noise_schedule
+    space = SearchSpace(SpaceSpec(nfe=(3, 5, 8, 12)), ns, has_data_mean=True)
+    rng = np.random.default_rng(3)
+    schedules = [space.decode(space.random(rng)) for _ in range(300)]  # derivatives on any earlier points, …
+    schedules += [baseline(name, nfe, model) for name in BASELINES for nfe in (3, 6, 10)]
+    schedules += [ScheduleParameters(baseline("unipc_bh2", 6, model), ns).to_schedule()]  # free steps
+    assert any(s.steps[-1].estimator.value == "free" for s in schedules)
+    assert any(any(st.corrector.value == "implicit" for st in s.steps) for s in schedules)
+    plans = dense_plans(schedules, ns)
+    for b, schedule in enumerate(schedules):
+        expected = _plan_arrays(compile_plan(schedule, ns), plans.data.shape[2])
+        got = _dense_arrays(plans, b)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert (g is None) == (e is None), b
+            if e is not None:
+                assert g[0] == pytest.approx(e[0], rel=1e-12, abs=1e-14) and g[1] == e[1], b
+                assert g[2] == pytest.approx(e[2], rel=1e-11, abs=1e-12), (b, schedule)
+        assert bool(plans.analytic[b]) == (schedule.analytic_first_step is not None)
+        implicit = [st.corrector.value == "implicit" for st in schedule.steps]
+        assert list(plans.implicit[b, : schedule.num_steps]) == implicit
+
+
+def test_dense_plans_refuse_what_compile_plan_refuses():
+    outside = Schedule("edm", (100.0, 5.0, 1.0), (Step(), Step()))
+    with pytest.raises(ScheduleError) as single:
+        compile_plan(outside, NS)
+    with pytest.raises(ScheduleError) as batch:
+        dense_plans([SCHEDULE, outside], NS)
+    assert str(batch.value) == str(single.value) and "timesteps[0]" in str(single.value)

@@ -1,18 +1,76 @@
-"""The Gaussian probe: the exact solution it measures against, convergence at the solver's order, encoding."""
+"""The Gaussian probe: the real sampler as its oracle, the exact solution it measures against, convergence at
+the solver's order, encoding."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
-from schedsearch.predictors.encoding import STEP_FEATURES, clear_probe_cache, encode, step_width
-from schedsearch.predictors.probe import PROBE_FEATURES, probe_errors, probe_features
+from schedsearch.predictors.encoding import STEP_FEATURES, encode, step_width
+from schedsearch.predictors.probe import PROBE_FEATURES, PROBE_SCALES, probe_errors, probe_errors_many, probe_features
 from schedsearch.search.space import SearchSpace, SpaceSpec
-from schedsearch.solvers import baseline, load_model
+from schedsearch.solvers import baseline, compile_plan, load_model
+from schedsearch.solvers.baselines import BASELINES
+from schedsearch.solvers.models import Predictions, analytic_predictions
+from schedsearch.solvers.parameters import ScheduleParameters
+from schedsearch.solvers.sampler import integrate
 
 MODEL = load_model("builtin:gmm-ring")
 NS = MODEL.noise_schedule
+
+
+class _GaussianData:
+    """The exact denoiser of N(0, s²) data, one sample per probe scale; remembers the state of every model call."""
+
+    sample_shape = (1,)
+    device = torch.device("cpu")
+    state_dtype = torch.float64
+
+    def __init__(self) -> None:
+        self.var = torch.tensor(PROBE_SCALES, dtype=torch.float64).unsqueeze(1) ** 2
+        self.states: dict[float, torch.Tensor] = {}  # by α(t_i): an implicit corrector's second call replaces the first
+
+    def predict(self, x: torch.Tensor, t: float, alpha: float, sigma: float, cond: Any = None,
+                guidance_scale: float | None = None) -> Predictions:
+        self.states[float(alpha)] = x.clone()
+        x0 = alpha * self.var * x / (alpha * alpha * self.var + sigma * sigma)
+        return Predictions(x0, (x - alpha * x0) / sigma)
+
+    def analytic(self, x: torch.Tensor, alpha: float, sigma: float, kind: str) -> Predictions:
+        return analytic_predictions(x, alpha, sigma, kind, 0.0)
+
+
+def _sampler_probe(schedule, ns) -> np.ndarray:
+    """The probe by its definition: the real sampler on Gaussian data, each step's state against the exact flow."""
+    data, plan = _GaussianData(), compile_plan(schedule, ns)
+    final = integrate(data, plan, torch.ones(len(PROBE_SCALES), 1, dtype=torch.float64))
+    alpha, sigma = ns.alpha_sigma(list(schedule.timesteps))
+    std = np.sqrt(np.outer(alpha**2, np.asarray(PROBE_SCALES) ** 2) + sigma[:, None] ** 2)
+    out = np.zeros((schedule.num_steps, len(PROBE_SCALES)))
+    for i in range(schedule.num_steps):
+        state = final if i == schedule.num_steps - 1 else data.states[float(plan.steps[i + 1].node.alpha)]
+        out[i] = state.squeeze(1).numpy() / (std[i + 1] / std[0]) - 1.0
+    return out
+
+
+@pytest.mark.parametrize("model_name", ["builtin:gmm-ring", "builtin:digits"])
+def test_the_batched_probe_equals_the_real_sampler(model_name):
+    model = load_model(model_name)
+    ns = model.noise_schedule
+    space = SearchSpace(SpaceSpec(nfe=(3, 5, 8, 12)), ns, has_data_mean=True)
+    rng = np.random.default_rng(5)
+    schedules = [space.decode(space.random(rng)) for _ in range(200)]  # correctors, analytic first steps, …
+    schedules += [baseline(name, nfe, model) for name in BASELINES for nfe in (3, 6, 10)]
+    schedules += [ScheduleParameters(baseline("unipc_bh2", 6, model), ns).to_schedule()]  # free steps
+    assert any(any(st.corrector.value == "implicit" for st in s.steps) for s in schedules)
+    assert any(s.analytic_first_step is not None for s in schedules)
+    for schedule, got in zip(schedules, probe_errors_many(schedules, ns)):
+        want = _sampler_probe(schedule, ns)
+        assert np.isfinite(want).all()
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=str(schedule))
 
 
 def _uniform_lambda_to_t_min(solver: str, steps: int):
@@ -59,7 +117,6 @@ def test_encoding_with_the_probe_appends_its_rows():
     space = SearchSpace(SpaceSpec(nfe=(3, 5)), NS, has_data_mean=True)
     rng = np.random.default_rng(1)
     schedules = [space.decode(space.random(rng)) for _ in range(10)]
-    clear_probe_cache()
     plain, probed = encode(schedules, NS), encode(schedules, NS, probe=True)
     assert probed.steps.shape[-1] == step_width(True) == STEP_FEATURES + PROBE_FEATURES
     assert torch.equal(probed.steps[..., :STEP_FEATURES], plain.steps)
