@@ -103,6 +103,12 @@ def derivative_weights(offsets: Sequence[Scalar], k: int) -> np.ndarray | torch.
     arrays (a batch of schedules) give weights ``[points, batch]``.
     """
     if any(isinstance(o, np.ndarray) for o in offsets):
+        if len(offsets) == 1:  # the common fits in closed form: 1/r, and the 2×2 inverse's rows
+            return 1.0 / np.asarray(offsets[0])[None]
+        if len(offsets) == 2:
+            r1, r2 = (np.asarray(o) for o in offsets)
+            det = r1 * r2 * (r2 - r1) / 2.0
+            return np.stack([r2 * r2 / 2.0, -r1 * r1 / 2.0] if k == 1 else [-r2, r1]) / det
         rb = np.stack(np.broadcast_arrays(*offsets), axis=-1)  # [batch, points]
         powers = np.arange(1, rb.shape[-1] + 1)
         fact = np.array([math.factorial(p) for p in powers], dtype=np.float64)

@@ -223,7 +223,7 @@ def _fill_group(out: DensePlans, members: list, lam: np.ndarray, schedules: Sequ
     at = np.array([m[1] for m in members])
     step: Step = members[0][2]
     where: dict[int, np.ndarray | int] = {0: 0, 1: 1}  # point id → offset from the step's start, per member
-    if members[0][3] or step.derivatives and step.estimator not in (Estimator.FREE, Estimator.IPNDM):
+    if members[0][3]:  # Taylor / B(h) derivatives: their points become slots
         offsets = np.array([m[3] for m in members])
         slots, ders = -1, []
         for d in step.derivatives:
