@@ -106,3 +106,22 @@ def trial_fingerprint(trials) -> list[tuple]:
     fidelity, state and objective (to 12 digits: stores round-trip floats through JSON)."""
     return [(t.number, t.schedule_hash, t.stage.value, t.fidelity, t.state.value, round(t.objective or 0.0, 12))
             for t in trials]
+
+
+def varied_schedules(model: DiffusionModel, count: int, seed: int) -> list:
+    """``count`` random schedules of the search space (derivatives on any earlier points, correctors, analytic
+    first steps; NFE 3–12), every baseline at NFE 3, 6 and 10, and one schedule of free steps."""
+    from schedsearch.search.space import SearchSpace, SpaceSpec
+    from schedsearch.solvers import baseline
+    from schedsearch.solvers.baselines import BASELINES
+    from schedsearch.solvers.parameters import ScheduleParameters
+
+    space = SearchSpace(SpaceSpec(nfe=(3, 5, 8, 12)), model.noise_schedule, has_data_mean=True)
+    rng = np.random.default_rng(seed)
+    out = [space.decode(space.random(rng)) for _ in range(count)]
+    out += [baseline(name, nfe, model) for name in BASELINES for nfe in (3, 6, 10)]
+    out.append(ScheduleParameters(baseline("unipc_bh2", 6, model), model.noise_schedule).to_schedule())
+    assert any(any(st.corrector.value == "implicit" for st in s.steps) for s in out)
+    assert any(s.analytic_first_step is not None for s in out)
+    assert out[-1].steps[-1].estimator.value == "free"
+    return out

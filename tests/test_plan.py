@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from schedsearch.search.space import SearchSpace, SpaceSpec
 from schedsearch.solvers import (
     EDM,
     Derivative,
     Schedule,
     Step,
-    baseline,
     compile_plan,
     from_callable,
     load_model,
     sample,
 )
-from schedsearch.solvers.baselines import BASELINES
 from schedsearch.solvers.errors import ScheduleError
-from schedsearch.solvers.parameters import ScheduleParameters
 from schedsearch.solvers.plan import dense_plans
+
+from tests.helpers import varied_schedules
 
 NS = EDM()
 TIMES = (10.0, 5.0, 2.5, 1.4, 0.8, 0.45, 0.25)
@@ -223,13 +220,7 @@ def test_dense_plans_equal_the_compiled_plans(model_name):
     """Many schedules compiled together (steps of one structure share array formulas) equal one plan each."""
     model = load_model(model_name)
     ns = model.noise_schedule
-    space = SearchSpace(SpaceSpec(nfe=(3, 5, 8, 12)), ns, has_data_mean=True)
-    rng = np.random.default_rng(3)
-    schedules = [space.decode(space.random(rng)) for _ in range(300)]  # derivatives on any earlier points, …
-    schedules += [baseline(name, nfe, model) for name in BASELINES for nfe in (3, 6, 10)]
-    schedules += [ScheduleParameters(baseline("unipc_bh2", 6, model), ns).to_schedule()]  # free steps
-    assert any(s.steps[-1].estimator.value == "free" for s in schedules)
-    assert any(any(st.corrector.value == "implicit" for st in s.steps) for s in schedules)
+    schedules = varied_schedules(model, 300, seed=3)
     plans = dense_plans(schedules, ns)
     for b, schedule in enumerate(schedules):
         expected = _plan_arrays(compile_plan(schedule, ns), plans.data.shape[2])

@@ -13,10 +13,10 @@ from schedsearch.predictors.encoding import STEP_FEATURES, encode, step_width
 from schedsearch.predictors.probe import PROBE_FEATURES, PROBE_SCALES, probe_errors, probe_errors_many, probe_features
 from schedsearch.search.space import SearchSpace, SpaceSpec
 from schedsearch.solvers import baseline, compile_plan, load_model
-from schedsearch.solvers.baselines import BASELINES
 from schedsearch.solvers.models import Predictions, analytic_predictions
-from schedsearch.solvers.parameters import ScheduleParameters
 from schedsearch.solvers.sampler import integrate
+
+from tests.helpers import varied_schedules
 
 MODEL = load_model("builtin:gmm-ring")
 NS = MODEL.noise_schedule
@@ -60,13 +60,7 @@ def _sampler_probe(schedule, ns) -> np.ndarray:
 def test_the_batched_probe_equals_the_real_sampler(model_name):
     model = load_model(model_name)
     ns = model.noise_schedule
-    space = SearchSpace(SpaceSpec(nfe=(3, 5, 8, 12)), ns, has_data_mean=True)
-    rng = np.random.default_rng(5)
-    schedules = [space.decode(space.random(rng)) for _ in range(200)]  # correctors, analytic first steps, …
-    schedules += [baseline(name, nfe, model) for name in BASELINES for nfe in (3, 6, 10)]
-    schedules += [ScheduleParameters(baseline("unipc_bh2", 6, model), ns).to_schedule()]  # free steps
-    assert any(any(st.corrector.value == "implicit" for st in s.steps) for s in schedules)
-    assert any(s.analytic_first_step is not None for s in schedules)
+    schedules = varied_schedules(model, 200, seed=5)
     for schedule, got in zip(schedules, probe_errors_many(schedules, ns)):
         want = _sampler_probe(schedule, ns)
         assert np.isfinite(want).all()
