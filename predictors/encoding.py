@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 import torch
@@ -78,29 +79,41 @@ def _decision_features(step: Step) -> tuple[float, ...]:
     return tuple(row)
 
 
-def _fill(out: np.ndarray, schedule: Schedule, lam: np.ndarray, lam_range: LambdaRange) -> None:
-    """Write ``schedule``'s rows into ``out`` (``[num_steps, STEP_FEATURES]``) given λ at its times."""
+def _step_rows(schedules: Sequence[Schedule], lengths: np.ndarray, lam: np.ndarray,
+               lam_range: LambdaRange) -> np.ndarray:
+    """``[total steps, STEP_FEATURES]``: every schedule's rows in order, given λ at their concatenated times."""
     finite = np.isfinite(lam)
     scaled = np.where(finite, 2.0 * (np.where(finite, lam, 0.0) - lam_range.lo) / (lam_range.hi - lam_range.lo) - 1.0,
                       1.5)
-    out[:, 0] = scaled[:-1]
-    out[:, 1] = scaled[1:]
-    out[:, 2] = scaled[1:] - scaled[:-1]
-    out[:, 3] = ~finite[1:]
-    out[:, 4:] = [_decision_features(step) for step in schedule.steps]
+    start = np.arange(int(lengths.sum())) + np.repeat(np.arange(len(schedules)), lengths)  # t_i of each step
+    out = np.zeros((len(start), STEP_FEATURES), dtype=np.float32)
+    out[:, 0] = scaled[start]
+    out[:, 1] = scaled[start + 1]
+    out[:, 2] = scaled[start + 1] - scaled[start]
+    out[:, 3] = ~finite[start + 1]
+    out[:, 4:] = [_decision_features(step) for s in schedules for step in s.steps]
+    return out
+
+
+def _concatenated_lambda(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> np.ndarray:
+    times = np.fromiter(chain.from_iterable(s.timesteps for s in schedules), dtype=np.float64)
+    return np.asarray(noise_schedule.lambda_(times), dtype=np.float64)
 
 
 def step_features(schedule: Schedule, lam_range: LambdaRange, noise_schedule: NoiseSchedule) -> np.ndarray:
     """``[num_steps, STEP_FEATURES]`` float32 features of ``schedule``."""
-    out = np.zeros((schedule.num_steps, STEP_FEATURES), dtype=np.float32)
-    _fill(out, schedule, np.asarray(noise_schedule.lambda_(list(schedule.timesteps)), dtype=np.float64), lam_range)
-    return out
+    return _step_rows([schedule], np.array([schedule.num_steps]), _concatenated_lambda([schedule], noise_schedule),
+                      lam_range)
+
+
+def _global_row(schedule: Schedule, guidance_scale: float | None) -> list[float]:
+    scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
+    return [schedule.nfe / 10.0, *_one_hot(schedule.analytic_first_step, _ANALYTIC),
+            0.0 if scale is None else float(scale) / 10.0]
 
 
 def global_features(schedule: Schedule, guidance_scale: float | None = None) -> np.ndarray:
-    scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
-    return np.asarray([schedule.nfe / 10.0, *_one_hot(schedule.analytic_first_step, _ANALYTIC),
-                       0.0 if scale is None else float(scale) / 10.0], dtype=np.float32)
+    return np.asarray(_global_row(schedule, guidance_scale), dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -121,22 +134,15 @@ class EncodedBatch:
 def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
            guidance_scale: float | None = None, probe: bool = False) -> EncodedBatch:
     """One padded batch for ``schedules`` (of any lengths); λ of every time in one vectorised call."""
-    lam_range = LambdaRange.of(noise_schedule)
-    lengths = [s.num_steps for s in schedules]
-    longest = max(lengths, default=1)
+    lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
+    longest = int(lengths.max(initial=1))
     steps = np.zeros((len(schedules), longest, step_width(probe)), dtype=np.float32)
-    mask = np.zeros((len(schedules), longest), dtype=bool)
+    mask = np.arange(longest) < lengths[:, None]
+    globs = np.zeros((len(schedules), GLOBAL_FEATURES), dtype=np.float32)
     if schedules:
-        times = np.concatenate([np.asarray(s.timesteps, dtype=np.float64) for s in schedules])
-        lam = np.asarray(noise_schedule.lambda_(times), dtype=np.float64)
-        offset = 0
-        rows = probe_features_many(schedules, noise_schedule) if probe else None
-        for b, (s, n) in enumerate(zip(schedules, lengths)):
-            _fill(steps[b, :n, :STEP_FEATURES], s, lam[offset: offset + n + 1], lam_range)
-            if rows is not None:
-                steps[b, :n, STEP_FEATURES:] = rows[b]
-            mask[b, :n] = True
-            offset += n + 1
-    globs = np.stack([global_features(s, guidance_scale) for s in schedules]) if schedules else \
-        np.zeros((0, GLOBAL_FEATURES), dtype=np.float32)
+        lam = _concatenated_lambda(schedules, noise_schedule)
+        steps[mask, :STEP_FEATURES] = _step_rows(schedules, lengths, lam, LambdaRange.of(noise_schedule))
+        if probe:
+            steps[mask, STEP_FEATURES:] = np.concatenate(probe_features_many(schedules, noise_schedule))
+        globs[:] = [_global_row(s, guidance_scale) for s in schedules]
     return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))

@@ -99,8 +99,8 @@ def _build(
     for i, step in enumerate(schedule.steps):
         s = nodes[i]
         try:
-            predictor, corrector = _step_updates(step, i, node_map, relaxations.get(i), weight_offsets.get(i),
-                                                 corrector_offsets.get(i))
+            predictor = _predictor_update(step, i, node_map, relaxations.get(i), weight_offsets.get(i))
+            corrector = _corrector_update(step, i, node_map, relaxations.get(i), corrector_offsets.get(i))
         except ScheduleError as exc:
             raise ScheduleError(f"steps[{i}]: {exc}") from None
         own = times[i] if step.model_time is None else step.model_time
@@ -114,21 +114,25 @@ def _build(
     return Plan(tuple(steps), schedule.analytic_first_step, schedule.nfe, tuple(last_use))
 
 
-def _step_updates(step: Step, i: int, nodes: Mapping[int, Node], rel: Sequence[Scalar] | None,
-                  weight_offsets: torch.Tensor | None = None, corrector_offsets: torch.Tensor | None = None,
-                  ) -> tuple[Update, Update | None]:
-    """Step i's predictor and corrector (None without one), from the nodes of its points."""
-    s, t = nodes[i], nodes[i + 1]
-    predictor = _ordered(_predictor(step, i, s, t, nodes, rel), i, step.points, weight_offsets)
+def _predictor_update(step: Step, i: int, nodes: Mapping[int, Node], rel: Sequence[Scalar] | None,
+                      offsets: torch.Tensor | None = None) -> Update:
+    """Step i's predictor, from the nodes of its points."""
+    return _ordered(_predictor(step, i, nodes[i], nodes[i + 1], nodes, rel), i, step.points, offsets)
+
+
+def _corrector_update(step: Step, i: int, nodes: Mapping[int, Node], rel: Sequence[Scalar] | None,
+                      offsets: torch.Tensor | None = None) -> Update | None:
+    """Step i's corrector (None without one), from the nodes of its points and of its end (i + 1)."""
     if step.corrector is Corrector.NONE:
-        return predictor, None
+        return None
+    s, t = nodes[i], nodes[i + 1]
     if step.estimator is Estimator.FREE:
         corrector = Update(step_ratio(step.prediction, s, t), step.prediction,
                            tuple((i + j, w) for j, w in step.corrector_weights))
     else:
         corrector = exponential_update(step.prediction, step.estimator, step.derivatives, i, s, t,
                                        nodes, new_point=i + 1, relaxations=rel)
-    return predictor, _ordered(corrector, i, (*step.points, 1), corrector_offsets)
+    return _ordered(corrector, i, (*step.points, 1), offsets)
 
 
 def _ordered(update: Update, i: int, points: tuple[int, ...], offsets: torch.Tensor | None) -> Update:
@@ -194,26 +198,31 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) ->
     out = DensePlans(lengths, alpha, sigma, np.zeros(shape2), np.zeros(shape3), np.zeros(shape3),
                      np.zeros(shape2, dtype=bool), np.zeros(shape2, dtype=bool), np.zeros(shape2), np.zeros(shape3),
                      np.zeros(shape3), np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
-    groups: dict[tuple, list] = {}
+    predictors: dict[tuple, list] = {}
+    correctors: dict[tuple, list] = {}  # a corrector's formulas do not depend on the predictor's end or kind
     for b, s in enumerate(schedules):
         last = s.num_steps - 1
         for i, step in enumerate(s.steps):
             ders = step.derivatives
             fine = step.estimator in (Estimator.FREE, Estimator.IPNDM)
-            key = (step.prediction, step.order, step.estimator, step.corrector, i == last and s.ends_at_data,
-                   tuple(d.active_points for d in ders) if fine else tuple(len(d.active_points) for d in ders),
-                   step.weights, step.corrector_weights)
-            groups.setdefault(key, []).append(
-                (b, i, step, () if fine else tuple(p for d in ders for p in d.active_points),
-                 tuple(d.relaxation for d in ders)))
-    for members in groups.values():
-        _fill_group(out, members, lam, schedules, noise_schedule)
+            structure = (step.prediction, step.order, step.estimator,
+                         tuple(d.active_points for d in ders) if fine else tuple(len(d.active_points) for d in ders))
+            member = (b, i, step, () if fine else tuple(p for d in ders for p in d.active_points),
+                      tuple(d.relaxation for d in ders))
+            predictors.setdefault((*structure, i == last and s.ends_at_data, step.weights), []).append(member)
+            if step.corrector is not Corrector.NONE:
+                correctors.setdefault((*structure, step.corrector_weights), []).append(member)
+    for members in predictors.values():
+        _fill_group(out, members, lam, schedules, noise_schedule, corrector=False)
+    for members in correctors.values():
+        _fill_group(out, members, lam, schedules, noise_schedule, corrector=True)
     return out
 
 
 def _fill_group(out: DensePlans, members: list, lam: np.ndarray, schedules: Sequence[Schedule],
-                noise_schedule: NoiseSchedule) -> None:
-    """One call of the coefficient formulas for steps of one structure; their weights scattered into ``out``.
+                noise_schedule: NoiseSchedule, corrector: bool) -> None:
+    """One call of the coefficient formulas for the predictors (or the correctors) of steps of one structure;
+    their weights scattered into ``out``.
 
     The step's points are numbered relative to its start (0; 1 is its end). Taylor and B(h) steps whose
     derivatives use different earlier points share the call: each active point becomes a slot (ids −1, −2, …)
@@ -236,16 +245,17 @@ def _fill_group(out: DensePlans, members: list, lam: np.ndarray, schedules: Sequ
     nodes = {p: Node(lam[bs, at + off], out.alpha[bs, at + off], out.sigma[bs, at + off]) for p, off in where.items()}
     rel = [np.array([m[4][k] for m in members]) for k in range(len(step.derivatives))]
     try:
-        predictor, corrector = _step_updates(step, 0, nodes, rel)
+        update = _corrector_update(step, 0, nodes, rel) if corrector else _predictor_update(step, 0, nodes, rel)
     except ScheduleError:
         for b in sorted(set(bs.tolist())):
             compile_plan(schedules[b], noise_schedule)  # raises with the schedule's own step and message
         raise
-    _scatter(predictor, bs, at, where, out.ratio, out.data, out.noise)
-    if corrector is not None:
-        _scatter(corrector, bs, at, where, out.corrector_ratio, out.corrector_data, out.corrector_noise)
-        out.corrected[bs, at] = True
-        out.implicit[bs, at] = step.corrector is Corrector.IMPLICIT
+    if not corrector:
+        _scatter(update, bs, at, where, out.ratio, out.data, out.noise)
+        return
+    _scatter(update, bs, at, where, out.corrector_ratio, out.corrector_data, out.corrector_noise)
+    out.corrected[bs, at] = True
+    out.implicit[bs, at] = [m[2].corrector is Corrector.IMPLICIT for m in members]
 
 
 def _check_all(schedules: Sequence[Schedule], times: np.ndarray, lengths: np.ndarray,
