@@ -191,7 +191,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ensemble", type=at_least(1), default=5, help="networks averaged (default 5)")
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                    help="step features from the schedule's errors on Gaussian data (default: on; --no-probe ranks "
-                        "about 3x faster, less well)")
+                        "about 4x faster, less well)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--db", help=DB_HELP)
     p.set_defaults(run=_cmd_predictor)
