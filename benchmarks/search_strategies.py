@@ -44,8 +44,9 @@ STRATEGIES = ("random", "evolution", "generational", "guided", "tpe", "cmaes")
 def run(strategy: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
     levels = args.fidelity.get(strategy, [args.samples])
     config = parse_config({
-        "name": f"{strategy.replace('+', '_')}-{seed}", "model": f"builtin:{args.model}", "nfe": args.nfe, "budget": args.budgets.get(strategy, args.budget),
-        "seed": seed, "strategy": {"name": strategy.split("+")[0], "batch_size": 4, "options": args.options.get(strategy, {})},
+        "name": f"{strategy.replace('+', '_')}-{seed}", "model": f"builtin:{args.model}", "nfe": args.nfe,
+        "budget": args.budgets.get(strategy, args.budget), "seed": seed,
+        "strategy": {"name": strategy.split("+")[0], "batch_size": 4, "options": args.options.get(strategy, {})},
         "baselines": {"solvers": ["dpmpp_2m", "dpmpp_3m", "unipc_bh1", "unipc_bh2", "ipndm", "unip_bh1"],
                       "grids": ["uniform_lambda", "quadratic", "karras", "uniform_t"]},
         "fidelity": {"samples": levels, "eta": args.eta},
@@ -75,9 +76,11 @@ def run(strategy: str, seed: int, args: argparse.Namespace, workdir: Path) -> di
     searched = [f for f in s.searched if f.holdout is not None]
     held = min((sign * f.holdout for f in searched), default=float("nan"))  # type: ignore[operator]
     base = s.best_baseline
+    # the best baseline on the search noise (noise_seed 0 in every run, whatever the strategy's seed)
     baselines = [sign * t.objective for t in outcome.trials
                  if t.stage is Stage.BASELINE and t.fidelity == top and t.objective is not None]
-    return {"baseline_search": sign * min(baselines, default=float("nan")),"strategy": strategy, "seed": seed, "objective": outcome.objective, "evaluations": len(curve),
+    return {"baseline_search": sign * min(baselines, default=float("nan")), "strategy": strategy, "seed": seed,
+            "objective": outcome.objective, "evaluations": len(curve),
             "search_best": sign * final, "holdout_best": sign * held,
             "baseline_holdout": base.holdout if base else None, "reach_1.1": reach, "minutes": (time.time() - start) / 60,
             "curve": [sign * v for v in curve], "cost": cost, "levels": levels}

@@ -13,8 +13,9 @@ depends on what else is in the batch). On 2,000 digits search trials five networ
 held-out trials at τ 0.714 against 0.694 for one (``benchmarks/predictor.py``).
 
 With ``probe`` (the default) each step's features include the schedule's error on Gaussian data
-(:mod:`.probe`), computed by the sampler itself: it costs about 0.6 ms per new schedule (memoised),
-and it is what lifts the ranking most (one network 0.625 → 0.694 on the same digits trials).
+(:mod:`.probe`), the sampler's own recursion run for the whole batch at once (about 0.06 ms per
+schedule among 10,000); it is what lifts the ranking most (one network 0.625 → 0.694 on the same
+digits trials).
 
 Everything random draws from the injected generator; the checkpoint is safetensors bytes plus
 JSON-able metadata (no pickles). Format /2 holds the ensemble (its config says whether it reads
