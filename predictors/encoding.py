@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
 
-from .probe import PROBE_FEATURES, probe_features_many
+from .probe import PROBE_FEATURES, probe_features_padded
 
 MAX_DERIVATIVES = 3
 MAX_OFFSET = 4
@@ -143,6 +143,6 @@ def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
         lam = _concatenated_lambda(schedules, noise_schedule)
         steps[mask, :STEP_FEATURES] = _step_rows(schedules, lengths, lam, LambdaRange.of(noise_schedule))
         if probe:
-            steps[mask, STEP_FEATURES:] = np.concatenate(probe_features_many(schedules, noise_schedule))
+            steps[..., STEP_FEATURES:] = np.where(mask[..., None], probe_features_padded(schedules, noise_schedule), 0.0)
         globs[:] = [_global_row(s, guidance_scale) for s in schedules]
     return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))

@@ -38,7 +38,14 @@ def probe_features(schedule: Schedule, noise_schedule: NoiseSchedule) -> np.ndar
 
 def probe_features_many(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> list[np.ndarray]:
     """:func:`probe_features` of every schedule, in one vectorised pass."""
-    return [_compress(r).astype(np.float32) for r in probe_errors_many(schedules, noise_schedule)]
+    padded = probe_features_padded(schedules, noise_schedule)
+    return [padded[b, : s.num_steps] for b, s in enumerate(schedules)]
+
+
+def probe_features_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> np.ndarray:
+    """``[B, longest, PROBE_FEATURES]`` float32: :func:`probe_features` of every schedule, padded (the rows past a
+    schedule's steps mean nothing)."""
+    return _compress(_probe_errors_padded(schedules, noise_schedule)).astype(np.float32)
 
 
 def probe_errors(schedule: Schedule, noise_schedule: NoiseSchedule) -> np.ndarray:
@@ -47,11 +54,17 @@ def probe_errors(schedule: Schedule, noise_schedule: NoiseSchedule) -> np.ndarra
 
 
 def probe_errors_many(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> list[np.ndarray]:
-    """:func:`probe_errors` of every schedule: their plans compiled together (:func:`dense_plans`), then the
+    """:func:`probe_errors` of every schedule, in one vectorised pass."""
+    padded = _probe_errors_padded(schedules, noise_schedule)
+    return [padded[b, : s.num_steps] for b, s in enumerate(schedules)]
+
+
+def _probe_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> np.ndarray:
+    """``[B, longest, PROBE_FEATURES]``: :func:`probe_errors` of every schedule, padded: their plans compiled together (:func:`dense_plans`), then the
     sampler's recursion run on all of them at once — on Gaussian data every model output is a multiple of its
     input, x̂₀ = c·x and ε̂ = e·x, so each state is one number per scale."""
     if not schedules:
-        return []
+        return np.zeros((0, 1, PROBE_FEATURES))
     plans = dense_plans(schedules, noise_schedule)
     var = np.asarray(PROBE_SCALES, dtype=np.float64) ** 2
     alpha, sigma = plans.alpha[..., None], plans.sigma[..., None]  # [B, N + 1, 1]
@@ -81,5 +94,4 @@ def probe_errors_many(schedules: Sequence[Schedule], noise_schedule: NoiseSchedu
             after[done, i] = x[done]
         std = np.sqrt(alpha * alpha * var + sigma * sigma)  # the exact flow: x_t = std(t) / std(t₀)
         r = after / (std[:, 1:] / std[:, :1]) - 1.0
-    r = np.where(np.isfinite(r), r, 1e6)  # a diverging solve: the worst
-    return [r[b, :n] for b, n in enumerate(plans.lengths)]
+    return np.where(np.isfinite(r), r, 1e6)  # a diverging solve: the worst

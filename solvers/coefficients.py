@@ -154,6 +154,38 @@ def step_ratio(prediction: Prediction, s: Node, t: Node) -> Scalar:
     return t.alpha / s.alpha
 
 
+def expansion(prediction: Prediction, s: Node, t: Node) -> tuple[Scalar, Scalar, Scalar, Scalar]:
+    """The Taylor expansion of a step s → t (σ_t > 0): h = λ_t − λ_s, the scale and argument of its
+    φ-functions (α_t, −h for data prediction; −σ_t, h for noise) and c0, the first-order weight of y_s."""
+    h = t.lam - s.lam
+    if prediction is Prediction.DATA:
+        return h, t.alpha, -h, -t.alpha * _expm1(-h)
+    return h, -t.sigma, h, -(t.alpha * s.sigma / s.alpha - t.sigma)  # c0 = −σ_t(eʰ − 1), stable
+
+
+def derivative_specs(derivatives: Sequence[Derivative], relaxations: Sequence[Scalar] | None = None,
+                     new_point: int | None = None) -> list[tuple[tuple[int, ...], Scalar]]:
+    """(points, relaxation) of each estimated derivative D_1, D_2, …, points as offsets from the step's start.
+
+    With ``new_point`` (the corrector's, its offset) every estimate also uses that point and one more
+    derivative is estimated from the highest one's points plus it (UniC).
+    """
+    rel = [d.relaxation for d in derivatives] if relaxations is None else list(relaxations)
+    specs: list[tuple[tuple[int, ...], Scalar]] = [(d.active_points, r) for d, r in zip(derivatives, rel)]
+    if new_point is not None:
+        specs = [((*pts, new_point), r) for pts, r in specs]
+        specs.append((specs[-1][0] if specs else (new_point,), 1.0))
+    return specs
+
+
+def derivative_coefficient(estimator: Estimator, k: int, points: int, scale: Scalar, h: Scalar,
+                           z: Scalar) -> Scalar:
+    """The factor on D_k in the update: h·φ_{k+1}(z)·scale, or B(h)'s for a first derivative from one point."""
+    if k == 1 and points == 1 and estimator in (Estimator.BH1, Estimator.BH2):
+        return scale * h * (0.5 if estimator is Estimator.BH1 else 0.5 * phi(1, z))
+    return scale * h * phi(k + 1, z)
+
+
 def exponential_update(
     prediction: Prediction,
     estimator: Estimator,
@@ -172,47 +204,31 @@ def exponential_update(
     and one more derivative is estimated from the highest one's points plus it (UniC).
     ``relaxations`` replace the derivatives' own (refinement learns them).
     """
-    data = prediction is Prediction.DATA
     ratio = step_ratio(prediction, s, t)
-
     if _any(t.sigma == 0.0):  # exact limit h → ∞ of the first-order step to the data
         if derivatives or new_point is not None:
             raise ScheduleError("a step to the data (σ = 0) must be first order")
-        w0 = t.alpha if data else -(t.alpha * s.sigma / s.alpha)
-        return Update(ratio, prediction, ((s_index, w0),))
+        return Update(ratio, prediction, ((s_index, data_step_weight(prediction, s, t)),))
 
-    h = t.lam - s.lam
-    if data:
-        scale, z = t.alpha, -h
-        c0 = -t.alpha * _expm1(-h)
-    else:
-        scale, z = -t.sigma, h
-        c0 = -(t.alpha * s.sigma / s.alpha - t.sigma)  # −σ_t(eʰ − 1), stable
+    h, scale, z, c0 = expansion(prediction, s, t)
     weights: dict[int, Scalar] = {s_index: c0}
-
-    rel = [d.relaxation for d in derivatives] if relaxations is None else list(relaxations)
-    specs: list[tuple[tuple[int, ...], Scalar]] = [
-        (tuple(s_index + p for p in d.active_points), r) for d, r in zip(derivatives, rel)
-    ]
-    if new_point is not None:
-        specs = [((*pts, new_point), rel) for pts, rel in specs]
-        top = specs[-1][0] if specs else (new_point,)
-        specs.append((top, 1.0))
-
-    for k, (points, relaxation) in enumerate(specs, start=1):
-        offsets = [(nodes[j].lam - s.lam) / h for j in points]
-        if not all(_finite(o) for o in offsets):
+    specs = derivative_specs(derivatives, relaxations, None if new_point is None else new_point - s_index)
+    for k, (offsets, relaxation) in enumerate(specs, start=1):
+        points = [s_index + p for p in offsets]
+        r = [(nodes[j].lam - s.lam) / h for j in points]
+        if not all(_finite(o) for o in r):
             raise ScheduleError("a finite difference uses a point where λ is infinite (α = 0 or σ = 0)")
-        a = derivative_weights(offsets, k)
-        if k == 1 and len(points) == 1 and estimator in (Estimator.BH1, Estimator.BH2):
-            coeff = scale * h * (0.5 if estimator is Estimator.BH1 else 0.5 * phi(1, z))
-        else:
-            coeff = scale * h * phi(k + 1, z)
-        coeff *= relaxation
+        a = derivative_weights(r, k)
+        coeff = derivative_coefficient(estimator, k, len(points), scale, h, z) * relaxation
         for j, a_m in zip(points, a):
             weights[j] = weights.get(j, 0.0) + coeff * a_m
             weights[s_index] -= coeff * a_m
     return Update(ratio, prediction, tuple(weights.items()))
+
+
+def data_step_weight(prediction: Prediction, s: Node, t: Node) -> Scalar:
+    """The weight of y_s in the first-order step to the data (σ_t = 0), the exact limit h → ∞."""
+    return t.alpha if prediction is Prediction.DATA else -(t.alpha * s.sigma / s.alpha)
 
 
 def ipndm_update(order: int, s_index: int, s: Node, t: Node) -> Update:

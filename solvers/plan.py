@@ -11,14 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .coefficients import Node, Scalar, Update, exponential_update, ipndm_update, step_ratio
+from .coefficients import (
+    Node,
+    Scalar,
+    Update,
+    data_step_weight,
+    derivative_coefficient,
+    derivative_specs,
+    derivative_weights,
+    expansion,
+    exponential_update,
+    ipndm_update,
+    step_ratio,
+)
 from .errors import ScheduleError
 from .noise_schedules import NoiseSchedule
-from .schedule import AnalyticFirstStep, Corrector, Derivative, Estimator, Prediction, Schedule, Step
+from .schedule import AnalyticFirstStep, Corrector, Estimator, Prediction, Schedule, Step
 
 
 @dataclass(frozen=True)
@@ -180,10 +193,12 @@ class DensePlans:
 def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> DensePlans:
     """The plans of ``schedules`` (checked as :func:`compile_plan` checks them) in one vectorised pass.
 
-    Steps with the same structure (prediction, order, estimator, corrector, derivative points) in any
-    schedule and at any position share one call of the coefficient formulas on arrays, so thousands of
-    schedules compile in about the time of a few hundred single plans; every coefficient equals
-    :func:`compile_plan`'s to rounding.
+    A Taylor or B(h) update is its first-order term plus one term per estimated derivative
+    (:func:`~schedsearch.solvers.coefficients.exponential_update`). Each kind of term is computed for every
+    step of every schedule at once: the first-order terms by prediction, each derivative term by prediction,
+    its index k, its number of points and (for D_1 from one point) the estimator — a few dozen calls of the
+    coefficient formulas on arrays for any number of schedules. Free and iPNDM steps share a call per
+    structure. Every coefficient equals :func:`compile_plan`'s to rounding.
     """
     count = len(schedules)
     lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
@@ -198,62 +213,182 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) ->
     out = DensePlans(lengths, alpha, sigma, np.zeros(shape2), np.zeros(shape3), np.zeros(shape3),
                      np.zeros(shape2, dtype=bool), np.zeros(shape2, dtype=bool), np.zeros(shape2), np.zeros(shape3),
                      np.zeros(shape3), np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
-    predictors: dict[tuple, list] = {}
-    correctors: dict[tuple, list] = {}  # a corrector's formulas do not depend on the predictor's end or kind
-    for b, s in enumerate(schedules):
-        last = s.num_steps - 1
-        for i, step in enumerate(s.steps):
-            ders = step.derivatives
-            fine = step.estimator in (Estimator.FREE, Estimator.IPNDM)
-            structure = (step.prediction, step.order, step.estimator,
-                         tuple(d.active_points for d in ders) if fine else tuple(len(d.active_points) for d in ders))
-            member = (b, i, step, () if fine else tuple(p for d in ders for p in d.active_points),
-                      tuple(d.relaxation for d in ders))
-            predictors.setdefault((*structure, i == last and s.ends_at_data, step.weights), []).append(member)
-            if step.corrector is not Corrector.NONE:
-                correctors.setdefault((*structure, step.corrector_weights), []).append(member)
-    for members in predictors.values():
-        _fill_group(out, members, lam, schedules, noise_schedule, corrector=False)
-    for members in correctors.values():
-        _fill_group(out, members, lam, schedules, noise_schedule, corrector=True)
+    steps = [step for s in schedules for step in s.steps]
+    owner = np.repeat(np.arange(count), lengths)  # step → its schedule b, and its index i there
+    index = np.arange(len(steps)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    to_data = (index == lengths[owner] - 1) & np.array([s.ends_at_data for s in schedules], dtype=bool)[owner]
+    rows = [_terms(step) for step in steps]  # None: a free or iPNDM step
+    general = np.array([r is not None for r in rows], dtype=bool)
+    _fill_general(out, [r for r in rows if r is not None], np.flatnonzero(general), owner, index, to_data, lam,
+                  schedules, noise_schedule)
+    others: dict[tuple, list] = {}  # free and iPNDM steps, by structure
+    for g in np.flatnonzero(~general).tolist():
+        step, b, i = steps[g], int(owner[g]), int(index[g])
+        structure = (step.prediction, step.order, step.estimator, tuple(d.active_points for d in step.derivatives))
+        others.setdefault((*structure, bool(to_data[g]), step.weights, False), []).append((b, i, step))
+        if step.corrector is not Corrector.NONE:
+            others.setdefault((*structure, step.corrector_weights, True), []).append((b, i, step))
+    for key, members in others.items():
+        _fill_structure(out, members, lam, key[-1], schedules, noise_schedule)
     return out
 
 
-def _fill_group(out: DensePlans, members: list, lam: np.ndarray, schedules: Sequence[Schedule],
-                noise_schedule: NoiseSchedule, corrector: bool) -> None:
-    """One call of the coefficient formulas for the predictors (or the correctors) of steps of one structure;
-    their weights scattered into ``out``.
+def _fill_general(out: DensePlans, rows: list[_StepTerms], where: np.ndarray, owner: np.ndarray, index: np.ndarray,
+                  to_data: np.ndarray, lam: np.ndarray, schedules: Sequence[Schedule],
+                  noise_schedule: NoiseSchedule) -> None:
+    """The Taylor / B(h) steps ``where`` (in the flat list of all steps; ``rows`` their terms): first-order terms by
+    prediction and by whether the step ends at the data, then each kind of derivative term."""
+    noise = np.array([r.noise for r in rows], dtype=bool)
+    corrected = np.array([r.corrected for r in rows], dtype=bool)
+    implicit = np.array([r.implicit for r in rows], dtype=bool)
+    h_z_scale = np.zeros((3, *out.ratio.shape))
+    for prediction in (Prediction.DATA, Prediction.NOISE):
+        for end in (False, True):
+            pick = (noise == (prediction is Prediction.NOISE)) & (to_data[where] == end)
+            if pick.any():
+                g = where[pick]
+                _fill_first(out, h_z_scale, prediction, end, owner[g], index[g], corrected[pick], implicit[pick], lam,
+                            schedules, noise_schedule)
+    counts = np.array([len(r.codes) for r in rows], dtype=np.int64)
+    if not counts.sum():
+        return
+    term_step = np.repeat(where, counts)
+    codes = np.concatenate([r.codes for r in rows])
+    sizes = np.concatenate([r.sizes for r in rows])
+    relaxations = np.concatenate([r.relaxations for r in rows])
+    points = np.concatenate([r.points for r in rows])
+    starts = np.cumsum(sizes) - sizes
+    for code in np.unique(codes).tolist():
+        pick = np.flatnonzero(codes == code)
+        g = term_step[pick]
+        key = _decode_term(code)
+        _fill_term(out, h_z_scale, key, owner[g], index[g], points[starts[pick, None] + np.arange(key[-1])],
+                   relaxations[pick], lam, schedules, noise_schedule)
 
-    The step's points are numbered relative to its start (0; 1 is its end). Taylor and B(h) steps whose
-    derivatives use different earlier points share the call: each active point becomes a slot (ids −1, −2, …)
-    whose node is gathered per member, and weights of slots on the same point add up.
-    """
+
+_ESTIMATOR_CODES = (Estimator.TAYLOR, Estimator.BH1, Estimator.BH2)
+_POINTS_RADIX = 1 << 20  # a derivative term's code: its kind · radix + its number of points
+
+
+def _encode_term(corrector: bool, prediction: Prediction, k: int, estimator: Estimator, points: int) -> int:
+    kind = ((int(corrector) * 2 + (prediction is Prediction.NOISE)) * 3 + _ESTIMATOR_CODES.index(estimator)) * 64 + k
+    return kind * _POINTS_RADIX + points
+
+
+def _decode_term(code: int) -> tuple[bool, Prediction, int, Estimator, int]:
+    kind, points = divmod(code, _POINTS_RADIX)
+    rest, k = divmod(kind, 64)
+    rest, estimator = divmod(rest, 3)
+    corrector, noise = divmod(rest, 2)
+    return bool(corrector), Prediction.NOISE if noise else Prediction.DATA, k, _ESTIMATOR_CODES[estimator], points
+
+
+@dataclass(frozen=True)
+class _StepTerms:
+    """A Taylor / B(h) step as arrays: its prediction, corrector, and the derivative terms of its predictor (and
+    corrector) — each term's code (:func:`_encode_term`), its number of points, relaxation, and its points (offsets
+    from the step's start, 1 its end) concatenated."""
+
+    noise: bool
+    corrected: bool
+    implicit: bool
+    codes: np.ndarray
+    sizes: np.ndarray
+    relaxations: np.ndarray
+    points: np.ndarray
+
+
+@lru_cache(maxsize=1 << 17)
+def _terms(step: Step) -> _StepTerms | None:
+    """:class:`_StepTerms` of a Taylor / B(h) step; None for free and iPNDM steps (memoised: searches repeat steps)."""
+    if step.estimator in (Estimator.FREE, Estimator.IPNDM):
+        return None
+    codes, sizes, relaxations, points = [], [], [], []
+    corrected = step.corrector is not Corrector.NONE
+    for corrector in (False, True) if corrected else (False,):
+        specs = derivative_specs(step.derivatives, new_point=1 if corrector else None)
+        for k, (pts, relaxation) in enumerate(specs, start=1):
+            estimator = step.estimator if k == 1 and len(pts) == 1 else Estimator.TAYLOR
+            codes.append(_encode_term(corrector, step.prediction, k, estimator, len(pts)))
+            sizes.append(len(pts))
+            relaxations.append(float(relaxation))
+            points.extend(pts)
+    return _StepTerms(step.prediction is Prediction.NOISE, corrected, step.corrector is Corrector.IMPLICIT,
+                      np.array(codes, dtype=np.int64), np.array(sizes, dtype=np.int64),
+                      np.array(relaxations, dtype=np.float64), np.array(points, dtype=np.int64))
+
+
+def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
+    """A formula refused a batch: compile its schedules one by one, to raise with the offender's step and message."""
+    for b in sorted(set(bs.tolist())):
+        compile_plan(schedules[b], noise_schedule)
+    raise AssertionError("a batched formula refused schedules that compile_plan accepts")  # pragma: no cover
+
+
+def _fill_first(out: DensePlans, h_z_scale: np.ndarray, prediction: Prediction, to_data: bool, bs: np.ndarray,
+                at: np.ndarray, corrected: np.ndarray, implicit: np.ndarray, lam: np.ndarray,
+                schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
+    """Ratio and first-order weight of steps ``at`` of schedules ``bs`` (and of their correctors, where
+    ``corrected``); their expansion kept for the derivative terms."""
+    s = Node(lam[bs, at], out.alpha[bs, at], out.sigma[bs, at])
+    t = Node(lam[bs, at + 1], out.alpha[bs, at + 1], out.sigma[bs, at + 1])
+    try:
+        ratio = step_ratio(prediction, s, t)
+    except ScheduleError:
+        _refuse(bs, schedules, noise_schedule)
+    if to_data:
+        c0 = data_step_weight(prediction, s, t)
+    else:
+        h, scale, z, c0 = expansion(prediction, s, t)
+        h_z_scale[:, bs, at] = h, z, scale
+    (out.data if prediction is Prediction.DATA else out.noise)[bs, at, at] += c0
+    out.ratio[bs, at] = ratio
+    cb, ca = bs[corrected], at[corrected]
+    (out.corrector_data if prediction is Prediction.DATA else out.corrector_noise)[cb, ca, ca] += c0[corrected]
+    out.corrector_ratio[cb, ca] = ratio[corrected]
+    out.corrected[cb, ca] = True
+    out.implicit[cb, ca] = implicit[corrected]
+
+
+def _fill_term(out: DensePlans, h_z_scale: np.ndarray, key: tuple[bool, Prediction, int, Estimator, int],
+               bs: np.ndarray, at: np.ndarray, offsets: np.ndarray, relaxations: np.ndarray, lam: np.ndarray,
+               schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
+    """One kind of derivative term (``key``: corrector, prediction, k, estimator, points) of steps ``at`` of
+    schedules ``bs``, from the points ``offsets`` [members, points] (from each step's start; 1 is its end), added
+    to their weights."""
+    corrector, prediction, k, estimator, _ = key
+    h, z, scale = h_z_scale[:, bs, at]
+    r = [(lam[bs, at + offsets[:, m]] - lam[bs, at]) / h for m in range(offsets.shape[1])]
+    if not all(np.isfinite(o).all() for o in r):
+        _refuse(bs, schedules, noise_schedule)
+    a = derivative_weights(r, k)
+    coeff = derivative_coefficient(estimator, k, len(r), scale, h, z) * relaxations
+    if corrector:
+        target = out.corrector_data if prediction is Prediction.DATA else out.corrector_noise
+    else:
+        target = out.data if prediction is Prediction.DATA else out.noise
+    for m in range(offsets.shape[1]):
+        w = coeff * a[m]
+        np.add.at(target, (bs, at, at + offsets[:, m]), w)  # terms and points on the same point add up
+        np.add.at(target, (bs, at, at), -w)
+
+
+def _fill_structure(out: DensePlans, members: list, lam: np.ndarray, corrector: bool, schedules: Sequence[Schedule],
+                    noise_schedule: NoiseSchedule) -> None:
+    """One call of the coefficient formulas for the predictors (or the correctors) of free or iPNDM steps of one
+    structure; their weights scattered into ``out``."""
     bs = np.array([m[0] for m in members])
     at = np.array([m[1] for m in members])
     step: Step = members[0][2]
-    where: dict[int, np.ndarray | int] = {0: 0, 1: 1}  # point id → offset from the step's start, per member
-    if members[0][3]:  # Taylor / B(h) derivatives: their points become slots
-        offsets = np.array([m[3] for m in members])
-        slots, ders = -1, []
-        for d in step.derivatives:
-            ders.append(Derivative(tuple(range(slots, slots - len(d.active_points), -1))))
-            slots -= len(d.active_points)
-        step = Step(step.prediction, step.order, tuple(ders), step.corrector, step.estimator)
-        where.update({-1 - k: offsets[:, k] for k in range(offsets.shape[1])})
-    else:
-        where.update({p: p for p in step.points})
-    nodes = {p: Node(lam[bs, at + off], out.alpha[bs, at + off], out.sigma[bs, at + off]) for p, off in where.items()}
-    rel = [np.array([m[4][k] for m in members]) for k in range(len(step.derivatives))]
+    nodes = {p: Node(lam[bs, at + p], out.alpha[bs, at + p], out.sigma[bs, at + p]) for p in (0, 1, *step.points)}
     try:
-        update = _corrector_update(step, 0, nodes, rel) if corrector else _predictor_update(step, 0, nodes, rel)
+        update = _corrector_update(step, 0, nodes, None) if corrector else _predictor_update(step, 0, nodes, None)
     except ScheduleError:
-        for b in sorted(set(bs.tolist())):
-            compile_plan(schedules[b], noise_schedule)  # raises with the schedule's own step and message
-        raise
+        _refuse(bs, schedules, noise_schedule)
     if not corrector:
-        _scatter(update, bs, at, where, out.ratio, out.data, out.noise)
+        _scatter(update, bs, at, out.ratio, out.data, out.noise)
         return
-    _scatter(update, bs, at, where, out.corrector_ratio, out.corrector_data, out.corrector_noise)
+    _scatter(update, bs, at, out.corrector_ratio, out.corrector_data, out.corrector_noise)
     out.corrected[bs, at] = True
     out.implicit[bs, at] = [m[2].corrector is Corrector.IMPLICIT for m in members]
 
@@ -272,9 +407,9 @@ def _check_all(schedules: Sequence[Schedule], times: np.ndarray, lengths: np.nda
             s.check_for(noise_schedule)
 
 
-def _scatter(update: Update, bs: np.ndarray, at: np.ndarray, where: Mapping[int, np.ndarray | int],
-             ratio: np.ndarray, data: np.ndarray, noise: np.ndarray) -> None:
+def _scatter(update: Update, bs: np.ndarray, at: np.ndarray, ratio: np.ndarray, data: np.ndarray,
+             noise: np.ndarray) -> None:
     ratio[bs, at] = update.ratio
     target = data if update.prediction is Prediction.DATA else noise
     for p, w in update.weights:
-        np.add.at(target, (bs, at, at + where[p]), w)  # slots on the same point add up
+        np.add.at(target, (bs, at, at + p), w)
