@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--holdout", type=int, default=8000)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="the seeds run are FIRST_SEED … FIRST_SEED + SEEDS − 1")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--options", action="append", default=[], metavar="STRATEGY=JSON",
                         help='strategy options, e.g. guided={"initial": 16}')
@@ -151,7 +152,7 @@ def main() -> None:
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in args.strategies.split(","):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 r = run(strategy, seed, args, Path(tmp))
                 runs.append(r)
                 print(f"  {strategy:<13} seed {seed}: search {r['search_best']:.5g}  held-out {r['holdout_best']:.5g}"

@@ -206,15 +206,15 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) ->
     times = np.full((count, n + 1), float(noise_schedule.t_max))
     for b, s in enumerate(schedules):
         times[b, : lengths[b] + 1] = s.timesteps
-    _check_all(schedules, times, lengths, noise_schedule)
+    steps = [step for s in schedules for step in s.steps]
+    owner = np.repeat(np.arange(count), lengths)  # step → its schedule b, and its index i there
+    _check_all(schedules, times, lengths, steps, owner, noise_schedule)
     lam = np.asarray(noise_schedule.lambda_(times.ravel()), dtype=np.float64).reshape(times.shape)
     alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(times.shape) for v in noise_schedule.alpha_sigma(times.ravel()))
     shape2, shape3 = (count, n), (count, n, n + 1)
     out = DensePlans(lengths, alpha, sigma, np.zeros(shape2), np.zeros(shape3), np.zeros(shape3),
                      np.zeros(shape2, dtype=bool), np.zeros(shape2, dtype=bool), np.zeros(shape2), np.zeros(shape3),
                      np.zeros(shape3), np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
-    steps = [step for s in schedules for step in s.steps]
-    owner = np.repeat(np.arange(count), lengths)  # step → its schedule b, and its index i there
     index = np.arange(len(steps)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     to_data = (index == lengths[owner] - 1) & np.array([s.ends_at_data for s in schedules], dtype=bool)[owner]
     rows = [_terms(step) for step in steps]  # None: a free or iPNDM step
@@ -393,18 +393,20 @@ def _fill_structure(out: DensePlans, members: list, lam: np.ndarray, corrector: 
     out.implicit[bs, at] = [m[2].corrector is Corrector.IMPLICIT for m in members]
 
 
-def _check_all(schedules: Sequence[Schedule], times: np.ndarray, lengths: np.ndarray,
-               noise_schedule: NoiseSchedule) -> None:
-    """:meth:`Schedule.check_for` of every schedule: vectorised, with the offenders' own messages."""
+def _check_all(schedules: Sequence[Schedule], times: np.ndarray, lengths: np.ndarray, steps: Sequence[Step],
+               owner: np.ndarray, noise_schedule: NoiseSchedule) -> None:
+    """:meth:`Schedule.check_for` of every schedule (``steps``: all their steps, ``owner`` their schedules):
+    vectorised, with the offenders' own messages."""
     lo, hi = noise_schedule.t_min - 1e-9, noise_schedule.t_max + 1e-9
     rows = np.arange(len(schedules))
     last = times[rows, lengths]
     inner = times.copy()
     inner[rows, lengths] = noise_schedule.t_max  # the last time may also be the data time
     bad = ((inner < lo) | (inner > hi)).any(axis=1) | (((last < lo) | (last > hi)) & (last != noise_schedule.data_time))
-    for b, s in enumerate(schedules):
-        if bad[b] or s.time_domain != noise_schedule.time_domain or any(st.model_time is not None for st in s.steps):
-            s.check_for(noise_schedule)
+    bad[owner[[g for g, step in enumerate(steps) if step.model_time is not None]]] = True
+    bad |= np.array([s.time_domain != noise_schedule.time_domain for s in schedules], dtype=bool)
+    for b in np.flatnonzero(bad).tolist():
+        schedules[b].check_for(noise_schedule)
 
 
 def _scatter(update: Update, bs: np.ndarray, at: np.ndarray, ratio: np.ndarray, data: np.ndarray,

@@ -236,10 +236,14 @@ def test_dense_plans_equal_the_compiled_plans(model_name):
         assert list(plans.implicit[b, : schedule.num_steps]) == implicit
 
 
-def test_dense_plans_refuse_what_compile_plan_refuses():
-    outside = Schedule("edm", (100.0, 5.0, 1.0), (Step(), Step()))
+@pytest.mark.parametrize(("bad", "where"), [
+    (Schedule("edm", (100.0, 5.0, 1.0), (Step(), Step())), "timesteps[0]"),
+    (Schedule("edm", (10.0, 5.0, 1.0), (Step(), Step(model_time=500.0))), "steps[1].model_time"),
+    (Schedule("continuous_vp", (0.9, 0.5, 0.1), (Step(), Step())), "time_domain"),
+])
+def test_dense_plans_refuse_what_compile_plan_refuses(bad, where):
     with pytest.raises(ScheduleError) as single:
-        compile_plan(outside, NS)
+        compile_plan(bad, NS)
     with pytest.raises(ScheduleError) as batch:
-        dense_plans([SCHEDULE, outside], NS)
-    assert str(batch.value) == str(single.value) and "timesteps[0]" in str(single.value)
+        dense_plans([SCHEDULE, bad, SCHEDULE], NS)
+    assert str(batch.value) == str(single.value) and where in str(single.value)
