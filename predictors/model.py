@@ -15,7 +15,7 @@ from .kinds import KINDS
 
 
 class ScheduleScorer(nn.Module):
-    def __init__(self, kind: str = "pool", hidden: int = 128, probe: bool = False) -> None:
+    def __init__(self, kind: str = "pool", hidden: int = 64, probe: bool = False) -> None:
         super().__init__()
         width_in = step_width(probe)
         if kind not in KINDS:

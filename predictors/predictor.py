@@ -46,7 +46,7 @@ _FORMAT_1 = "schedsearch.predictor/1"  # one network, no standardisation: still 
 @dataclass(frozen=True)
 class PredictorConfig:
     kind: str = "pool"
-    hidden: int = 128
+    hidden: int = 64
     epochs: int = 300
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -186,7 +186,7 @@ def register(sub: Any) -> None:
     p.add_argument("--plot", help="scatter plot PNG (default: predictor-NAME.png; '-' for none)")
     p.add_argument("--folds", type=at_least(2), default=5)
     p.add_argument("--kind", choices=list(KINDS), default="pool", help="the network: per-step MLP + pooling, or LSTM")
-    p.add_argument("--hidden", type=at_least(4), default=128)
+    p.add_argument("--hidden", type=at_least(4), default=64)
     p.add_argument("--epochs", type=at_least(1), default=300)
     p.add_argument("--ensemble", type=at_least(1), default=5, help="networks averaged (default 5)")
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
