@@ -12,7 +12,9 @@ schedule; no torch state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -134,6 +136,27 @@ class EncodedBatch:
 def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
            guidance_scale: float | None = None, probe: bool = False) -> EncodedBatch:
     """One padded batch for ``schedules`` (of any lengths); λ of every time in one vectorised call."""
+    with _collector_paused():
+        return _encode(schedules, noise_schedule, guidance_scale, probe)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (and resumed if it ran before): encoding a batch allocates
+    hundreds of thousands of small acyclic objects (per-step rows and terms, memoised), and each allocation
+    burst would otherwise trigger full collections that scan every live object — encoding 10,000 new
+    schedules took about 1.5x as long with it running."""
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if running:
+            gc.enable()
+
+
+def _encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, guidance_scale: float | None,
+            probe: bool) -> EncodedBatch:
     lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
     longest = int(lengths.max(initial=1))
     steps = np.zeros((len(schedules), longest, step_width(probe)), dtype=np.float32)

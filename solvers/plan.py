@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -253,10 +255,10 @@ def _fill_general(out: DensePlans, rows: list[_StepTerms], where: np.ndarray, ow
     if not counts.sum():
         return
     term_step = np.repeat(where, counts)
-    codes = np.concatenate([r.codes for r in rows])
-    sizes = np.concatenate([r.sizes for r in rows])
-    relaxations = np.concatenate([r.relaxations for r in rows])
-    points = np.concatenate([r.points for r in rows])
+    codes = np.fromiter(chain.from_iterable(r.codes for r in rows), dtype=np.int64)
+    sizes = np.fromiter(chain.from_iterable(r.sizes for r in rows), dtype=np.int64)
+    relaxations = np.fromiter(chain.from_iterable(r.relaxations for r in rows), dtype=np.float64)
+    points = np.fromiter(chain.from_iterable(r.points for r in rows), dtype=np.int64)
     starts = np.cumsum(sizes) - sizes
     for code in np.unique(codes).tolist():
         pick = np.flatnonzero(codes == code)
@@ -283,8 +285,7 @@ def _decode_term(code: int) -> tuple[bool, Prediction, int, Estimator, int]:
     return bool(corrector), Prediction.NOISE if noise else Prediction.DATA, k, _ESTIMATOR_CODES[estimator], points
 
 
-@dataclass(frozen=True)
-class _StepTerms:
+class _StepTerms(NamedTuple):
     """A Taylor / B(h) step as arrays: its prediction, corrector, and the derivative terms of its predictor (and
     corrector) — each term's code (:func:`_encode_term`), its number of points, relaxation, and its points (offsets
     from the step's start, 1 its end) concatenated."""
@@ -292,10 +293,10 @@ class _StepTerms:
     noise: bool
     corrected: bool
     implicit: bool
-    codes: np.ndarray
-    sizes: np.ndarray
-    relaxations: np.ndarray
-    points: np.ndarray
+    codes: tuple[int, ...]
+    sizes: tuple[int, ...]
+    relaxations: tuple[float, ...]
+    points: tuple[int, ...]
 
 
 @lru_cache(maxsize=1 << 17)
@@ -314,8 +315,7 @@ def _terms(step: Step) -> _StepTerms | None:
             relaxations.append(float(relaxation))
             points.extend(pts)
     return _StepTerms(step.prediction is Prediction.NOISE, corrected, step.corrector is Corrector.IMPLICIT,
-                      np.array(codes, dtype=np.int64), np.array(sizes, dtype=np.int64),
-                      np.array(relaxations, dtype=np.float64), np.array(points, dtype=np.int64))
+                      tuple(codes), tuple(sizes), tuple(relaxations), tuple(points))
 
 
 def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
