@@ -10,11 +10,12 @@ An ensemble of ``ensemble`` networks (different initialisations, their own pairs
 trained alone; a schedule's score is the mean of the networks' scores, each standardised by
 its scores on the training set (so no network dominates by scale, and a schedule's score never
 depends on what else is in the batch). On 2,000 digits search trials five networks rank
-held-out trials at τ 0.714 against 0.694 for one (``benchmarks/predictor.py``).
+held-out trials at τ 0.714 against 0.697 for one (``benchmarks/predictor.py``; 64 hidden units
+rank as well as 128 there, 0.714 vs 0.717, at a quarter of the cost).
 
 With ``probe`` (the default) each step's features include the schedule's error on Gaussian data
-(:mod:`.probe`), the sampler's own recursion run for the whole batch at once (about 0.06 ms per
-schedule among 10,000); it is what lifts the ranking most (one network 0.625 → 0.694 on the same
+(:mod:`.probe`), the sampler's own recursion run for the whole batch at once (about 0.05 ms per
+schedule among 10,000); it is what lifts the ranking most (one network 0.629 → 0.697 on the same
 digits trials).
 
 Everything random draws from the injected generator; the checkpoint is safetensors bytes plus

@@ -7,7 +7,7 @@ x_t = std(t) / std(t₀) with std(t)² = α(t)² s² + σ(t)². Per step i, the 
 of the state after the step (the state the next model call sees; the sampler's output after
 the last step), one number per scale, signed and log-compressed: sign(r) · log(1 + 100 |r|) / 5.
 
-On the digits search trials these rows lift a predictor's held-out Kendall τ from 0.62 to 0.69
+On the digits search trials these rows lift a predictor's held-out Kendall τ from 0.63 to 0.70
 (one network; ``benchmarks/predictor.py``, kinds ``pool:1`` and ``pool:1:noprobe``): the network
 no longer has to learn from a few hundred trials how orders, estimators, relaxations and step
 sizes combine into a solver's accuracy — the sampler computes it. Many schedules are probed at once
