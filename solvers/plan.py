@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import numpy as np
 import torch
@@ -286,7 +286,7 @@ def _decode_term(code: int) -> tuple[bool, Prediction, int, Estimator, int]:
 
 
 class _StepTerms(NamedTuple):
-    """A Taylor / B(h) step as arrays: its prediction, corrector, and the derivative terms of its predictor (and
+    """A Taylor / B(h) step as flat tuples: its prediction, corrector, and the derivative terms of its predictor (and
     corrector) — each term's code (:func:`_encode_term`), its number of points, relaxation, and its points (offsets
     from the step's start, 1 its end) concatenated."""
 
@@ -299,9 +299,10 @@ class _StepTerms(NamedTuple):
     points: tuple[int, ...]
 
 
-@lru_cache(maxsize=1 << 17)
+@lru_cache(maxsize=1 << 15)
 def _terms(step: Step) -> _StepTerms | None:
-    """:class:`_StepTerms` of a Taylor / B(h) step; None for free and iPNDM steps (memoised: searches repeat steps)."""
+    """:class:`_StepTerms` of a Taylor / B(h) step; None for free and iPNDM steps (memoised: searches repeat steps;
+    32,768 steps, tens of MB at most)."""
     if step.estimator in (Estimator.FREE, Estimator.IPNDM):
         return None
     codes, sizes, relaxations, points = [], [], [], []
@@ -318,7 +319,7 @@ def _terms(step: Step) -> _StepTerms | None:
                       tuple(codes), tuple(sizes), tuple(relaxations), tuple(points))
 
 
-def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
+def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> NoReturn:
     """A formula refused a batch: compile its schedules one by one, to raise with the offender's step and message."""
     for b in sorted(set(bs.tolist())):
         compile_plan(schedules[b], noise_schedule)
