@@ -217,7 +217,7 @@ def _dense_arrays(plans, b: int) -> list[tuple[float, str, list[float]] | None]:
 
 @pytest.mark.parametrize("model_name", ["builtin:gmm-ring", "builtin:digits"])
 def test_dense_plans_equal_the_compiled_plans(model_name):
-    """Many schedules compiled together (steps of one structure share array formulas) equal one plan each."""
+    """Many schedules compiled together (each kind of term computed for all their steps at once) equal one plan each."""
     model = load_model(model_name)
     ns = model.noise_schedule
     schedules = varied_schedules(model, 300, seed=3)
