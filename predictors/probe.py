@@ -60,9 +60,9 @@ def probe_errors_many(schedules: Sequence[Schedule], noise_schedule: NoiseSchedu
 
 
 def _probe_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> np.ndarray:
-    """``[B, longest, PROBE_FEATURES]``: :func:`probe_errors` of every schedule, padded: their plans compiled together (:func:`dense_plans`), then the
-    sampler's recursion run on all of them at once — on Gaussian data every model output is a multiple of its
-    input, x̂₀ = c·x and ε̂ = e·x, so each state is one number per scale."""
+    """``[B, longest, PROBE_FEATURES]``: :func:`probe_errors` of every schedule, padded. Their plans are compiled
+    together (:func:`dense_plans`), then the sampler's recursion runs on all of them at once — on Gaussian data
+    every model output is a multiple of its input, x̂₀ = c·x and ε̂ = e·x, so each state is one number per scale."""
     if not schedules:
         return np.zeros((0, 1, PROBE_FEATURES))
     plans = dense_plans(schedules, noise_schedule)

@@ -256,7 +256,7 @@ def _fill_general(out: DensePlans, rows: list[_StepTerms], where: np.ndarray, ow
         return
     term_step = np.repeat(where, counts)
     codes = np.fromiter(chain.from_iterable(r.codes for r in rows), dtype=np.int64)
-    sizes = np.fromiter(chain.from_iterable(r.sizes for r in rows), dtype=np.int64)
+    sizes = codes % _POINTS_RADIX
     relaxations = np.fromiter(chain.from_iterable(r.relaxations for r in rows), dtype=np.float64)
     points = np.fromiter(chain.from_iterable(r.points for r in rows), dtype=np.int64)
     starts = np.cumsum(sizes) - sizes
@@ -287,14 +287,13 @@ def _decode_term(code: int) -> tuple[bool, Prediction, int, Estimator, int]:
 
 class _StepTerms(NamedTuple):
     """A Taylor / B(h) step as flat tuples: its prediction, corrector, and the derivative terms of its predictor (and
-    corrector) — each term's code (:func:`_encode_term`), its number of points, relaxation, and its points (offsets
-    from the step's start, 1 its end) concatenated."""
+    corrector) — each term's code (:func:`_encode_term`, which holds its number of points), relaxation, and its
+    points (offsets from the step's start, 1 its end) concatenated."""
 
     noise: bool
     corrected: bool
     implicit: bool
     codes: tuple[int, ...]
-    sizes: tuple[int, ...]
     relaxations: tuple[float, ...]
     points: tuple[int, ...]
 
@@ -305,18 +304,17 @@ def _terms(step: Step) -> _StepTerms | None:
     32,768 steps, tens of MB at most)."""
     if step.estimator in (Estimator.FREE, Estimator.IPNDM):
         return None
-    codes, sizes, relaxations, points = [], [], [], []
+    codes, relaxations, points = [], [], []
     corrected = step.corrector is not Corrector.NONE
     for corrector in (False, True) if corrected else (False,):
         specs = derivative_specs(step.derivatives, new_point=1 if corrector else None)
         for k, (pts, relaxation) in enumerate(specs, start=1):
             estimator = step.estimator if k == 1 and len(pts) == 1 else Estimator.TAYLOR
             codes.append(_encode_term(corrector, step.prediction, k, estimator, len(pts)))
-            sizes.append(len(pts))
             relaxations.append(float(relaxation))
             points.extend(pts)
     return _StepTerms(step.prediction is Prediction.NOISE, corrected, step.corrector is Corrector.IMPLICIT,
-                      tuple(codes), tuple(sizes), tuple(relaxations), tuple(points))
+                      tuple(codes), tuple(relaxations), tuple(points))
 
 
 def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> NoReturn:
