@@ -5,7 +5,8 @@ mapped to a fixed cap), the step size h in λ, the order, prediction, estimator 
 corrector (one-hot), and for each of up to three derivatives its active points (a mask
 over the offsets −1…−4) and its relaxation. Globals: NFE, the analytical first step
 (one-hot) and the guidance scale. With ``probe``, each step's row also carries the schedule's
-relative error after that step on Gaussian data (:mod:`.probe`). Schedules of different lengths
+relative error after that step on Gaussian data (:mod:`.probe`), and with a model ``spectrum`` its errors on
+the model's measured sensitivity curves (:mod:`.spectrum`). Schedules of different lengths
 are padded into one batch with a mask. Pure functions of the schedule and the model's noise
 schedule; no torch state.
 """
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
 
-from .probe import PROBE_FEATURES, probe_features_padded
+from .probe import PROBE_FEATURES, probe_features_padded, spectrum_features_padded
+from .spectrum import ModelSpectrum
 
 MAX_DERIVATIVES = 3
 MAX_OFFSET = 4
@@ -36,9 +38,10 @@ STEP_FEATURES = 5 + 4 + len(_PREDICTIONS) + len(_ESTIMATORS) + len(_CORRECTORS) 
 GLOBAL_FEATURES = 1 + len(_ANALYTIC) + 1
 
 
-def step_width(probe: bool) -> int:
-    """Features per step row: the schedule's own, plus the Gaussian probe's errors with ``probe``."""
-    return STEP_FEATURES + (PROBE_FEATURES if probe else 0)
+def step_width(probe: bool, spectrum: int = 0) -> int:
+    """Features per step row: the schedule's own, plus the Gaussian probe's errors with ``probe``, plus ``spectrum``
+    columns of errors on the model's measured sensitivity curves."""
+    return STEP_FEATURES + (PROBE_FEATURES if probe else 0) + spectrum
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,11 @@ class EncodedBatch:
 
 
 def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
-           guidance_scale: float | None = None, probe: bool = False) -> EncodedBatch:
+           guidance_scale: float | None = None, probe: bool = False, spectrum: ModelSpectrum | None = None
+           ) -> EncodedBatch:
     """One padded batch for ``schedules`` (of any lengths); λ of every time in one vectorised call."""
     with _collector_paused():
-        return _encode(schedules, noise_schedule, guidance_scale, probe)
+        return _encode(schedules, noise_schedule, guidance_scale, probe, spectrum)
 
 
 @contextmanager
@@ -156,16 +160,21 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, guidance_scale: float | None,
-            probe: bool) -> EncodedBatch:
+            probe: bool, spectrum: ModelSpectrum | None) -> EncodedBatch:
     lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
     longest = int(lengths.max(initial=1))
-    steps = np.zeros((len(schedules), longest, step_width(probe)), dtype=np.float32)
+    extra = 0 if spectrum is None else spectrum.width
+    steps = np.zeros((len(schedules), longest, step_width(probe, extra)), dtype=np.float32)
     mask = np.arange(longest) < lengths[:, None]
     globs = np.zeros((len(schedules), GLOBAL_FEATURES), dtype=np.float32)
     if schedules:
         lam = _concatenated_lambda(schedules, noise_schedule)
         steps[mask, :STEP_FEATURES] = _step_rows(schedules, lengths, lam, LambdaRange.of(noise_schedule))
         if probe:
-            steps[..., STEP_FEATURES:] = np.where(mask[..., None], probe_features_padded(schedules, noise_schedule), 0.0)
+            steps[..., STEP_FEATURES: STEP_FEATURES + PROBE_FEATURES] = np.where(
+                mask[..., None], probe_features_padded(schedules, noise_schedule), 0.0)
+        if spectrum is not None:
+            steps[..., steps.shape[-1] - extra:] = np.where(
+                mask[..., None], spectrum_features_padded(schedules, noise_schedule, spectrum), 0.0)
         globs[:] = [_global_row(s, guidance_scale) for s in schedules]
     return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))

@@ -18,6 +18,7 @@ import torch
 from schedsearch.solvers import NoiseSchedule, Schedule
 
 from .predictor import Predictor, PredictorConfig, kendall_tau
+from .spectrum import ModelSpectrum
 
 
 def higher_order_score(schedule: Schedule) -> float:
@@ -83,7 +84,7 @@ def _fold_taus(scores: np.ndarray, objectives: np.ndarray, nfes: np.ndarray, fol
 
 def cross_validate(schedules: Sequence[Schedule], objectives: Sequence[float], noise_schedule: NoiseSchedule,
                    config: PredictorConfig | None = None, folds: int = 5, seed: int = 0,
-                   guidance_scale: float | None = None) -> CrossValidation:
+                   guidance_scale: float | None = None, spectrum: ModelSpectrum | None = None) -> CrossValidation:
     """k-fold held-out ranking quality of a predictor on measured ``schedules`` (lower objective = better)."""
     n = len(schedules)
     if n < 2 * folds or folds < 2:
@@ -99,7 +100,7 @@ def cross_validate(schedules: Sequence[Schedule], objectives: Sequence[float], n
     for f in range(folds):
         train = np.flatnonzero(fold_of != f)
         held = np.flatnonzero(fold_of == f)
-        p = Predictor(noise_schedule, config, guidance_scale=guidance_scale, seed=seed + f)
+        p = Predictor(noise_schedule, config, guidance_scale=guidance_scale, seed=seed + f, spectrum=spectrum)
         report = p.fit([schedules[i] for i in train], obj[train].tolist(), torch.Generator().manual_seed(seed + f))
         histories.append(report.loss_history)
         predicted[held] = p.predict([schedules[i] for i in held])

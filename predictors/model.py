@@ -15,9 +15,9 @@ from .kinds import KINDS
 
 
 class ScheduleScorer(nn.Module):
-    def __init__(self, kind: str = "pool", hidden: int = 64, probe: bool = False) -> None:
+    def __init__(self, kind: str = "pool", hidden: int = 64, probe: bool = False, spectrum: int = 0) -> None:
         super().__init__()
-        width_in = step_width(probe)
+        width_in = step_width(probe, spectrum)
         if kind not in KINDS:
             raise ValueError(f"predictor kind: unknown {kind!r} (known: {', '.join(KINDS)})")
         self.kind = kind

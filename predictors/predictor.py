@@ -18,9 +18,13 @@ With ``probe`` (the default) each step's features include the schedule's error o
 schedule among 10,000); it is what lifts the ranking most (one network 0.629 → 0.697 on the same
 digits trials).
 
+Given the model's measured ``spectrum`` (:mod:`.spectrum`), each step's features also include its errors on
+the model's own sensitivity curves: one network 0.697 → 0.739, five 0.714 → ... on the same trials.
+
 Everything random draws from the injected generator; the checkpoint is safetensors bytes plus
 JSON-able metadata (no pickles). Format /2 holds the ensemble (its config says whether it reads
-probe rows; /2 checkpoints written before the probe read none); /1 checkpoints (one network) still load.
+probe rows; /2 checkpoints written before the probe read none) and the spectrum it reads, if any; /1
+checkpoints (one network) still load.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from schedsearch.solvers import NoiseSchedule, Schedule
 
 from .encoding import EncodedBatch, encode
 from .model import ScheduleScorer
+from .spectrum import ModelSpectrum
 
 FORMAT = "schedsearch.predictor/2"
 _FORMAT_1 = "schedsearch.predictor/1"  # one network, no standardisation: still loads
@@ -102,15 +107,17 @@ class Predictor:
     """Ranks schedules of one model (its noise schedule) and guidance scale by predicted objective."""
 
     def __init__(self, noise_schedule: NoiseSchedule, config: PredictorConfig | None = None,
-                 guidance_scale: float | None = None, seed: int = 0) -> None:
+                 guidance_scale: float | None = None, seed: int = 0, spectrum: ModelSpectrum | None = None) -> None:
         self.noise_schedule = noise_schedule
         self.config = config or PredictorConfig()
         self.guidance_scale = guidance_scale
         self.seed = seed
+        self.spectrum = spectrum
+        width = 0 if spectrum is None else spectrum.width
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.nets = torch.nn.ModuleList(ScheduleScorer(self.config.kind, self.config.hidden, self.config.probe)
-                                            for _ in range(self.config.ensemble))
+            self.nets = torch.nn.ModuleList(ScheduleScorer(self.config.kind, self.config.hidden, self.config.probe,
+                                                           width) for _ in range(self.config.ensemble))
         # per network: (mean, std) of its scores on its training set, set by fit
         self._set_scale(torch.zeros(self.config.ensemble), torch.ones(self.config.ensemble))
         self.trained_on = 0
@@ -119,7 +126,7 @@ class Predictor:
         self.score_mean, self.score_std = mean.double(), std.double()
 
     def _encode(self, schedules: Sequence[Schedule]) -> EncodedBatch:
-        return encode(schedules, self.noise_schedule, self.guidance_scale, self.config.probe)
+        return encode(schedules, self.noise_schedule, self.guidance_scale, self.config.probe, self.spectrum)
 
     def fit(self, schedules: Sequence[Schedule], objectives: Sequence[float], generator: torch.Generator,
             epochs: int | None = None) -> FitReport:
@@ -191,7 +198,8 @@ class Predictor:
         tensors.update(score_mean=self.score_mean.contiguous(), score_std=self.score_std.contiguous())
         weights = save_tensors(tensors)
         meta = {"format": FORMAT, "config": asdict(self.config), "guidance_scale": self.guidance_scale,
-                "seed": self.seed, "trained_on": self.trained_on, "noise_schedule": self.noise_schedule.spec()}
+                "seed": self.seed, "trained_on": self.trained_on, "noise_schedule": self.noise_schedule.spec(),
+                "spectrum": None if self.spectrum is None else self.spectrum.to_dict()}
         return weights, meta
 
     @classmethod
@@ -205,7 +213,9 @@ class Predictor:
             config["ensemble"] = 1
             tensors = {f"0.{k}": v for k, v in tensors.items()}
             tensors.update(score_mean=torch.zeros(1, dtype=torch.float64), score_std=torch.ones(1, dtype=torch.float64))
-        out = cls(noise_schedule, PredictorConfig(**config), meta.get("guidance_scale"), int(meta["seed"]))
+        spectrum = meta.get("spectrum")
+        out = cls(noise_schedule, PredictorConfig(**config), meta.get("guidance_scale"), int(meta["seed"]),
+                  None if spectrum is None else ModelSpectrum.from_dict(spectrum))
         out._set_scale(tensors.pop("score_mean"), tensors.pop("score_std"))
         out.nets.load_state_dict(tensors)
         out.trained_on = int(meta.get("trained_on", 0))

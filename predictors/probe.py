@@ -20,7 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from schedsearch.solvers import NoiseSchedule, Schedule
-from schedsearch.solvers.plan import dense_plans
+from schedsearch.solvers.plan import DensePlans, dense_plans
+
+from .spectrum import ModelSpectrum
 
 #: the data scales s probed (the data's spread per direction: digits pixels span [−1, 1])
 PROBE_SCALES = (0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -70,14 +72,67 @@ def _probe_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSch
     alpha, sigma = plans.alpha[..., None], plans.sigma[..., None]  # [B, N + 1, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = alpha * var / (alpha * alpha * var + sigma * sigma)  # [B, N + 1, scales]
+    std = np.sqrt(alpha * alpha * var + sigma * sigma)  # the exact flow: x_t = std(t) / std(t₀)
+    return _relative_errors(plans, c, std / std[:, :1])
+
+
+def spectrum_features_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
+                             spectrum: ModelSpectrum) -> np.ndarray:
+    """``[B, longest, spectrum.width]`` float32: like :func:`probe_features_padded`, for the linear models
+    x̂₀ = c_q(λ)·x of the model's measured sensitivity curves (:mod:`.spectrum`)."""
+    return _compress(spectrum_errors_padded(schedules, noise_schedule, spectrum)).astype(np.float32)
+
+
+def spectrum_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
+                           spectrum: ModelSpectrum) -> np.ndarray:
+    """``[B, longest, spectrum.width]``: the relative error after each step on x̂₀ = c_q(λ)·x, one column per
+    measured curve q (λ outside the measured range reads its nearest end). The exact flow of such a model is
+    d(x/σ)/dλ = α c (x/σ), so x_t / x_t₀ = (σ_t / σ_t₀) exp(∫ α c dλ); at the data (σ = 0), where the curve
+    says nothing more, x₀ is taken as the model's x̂₀ = c·x at the last measured point."""
+    if not schedules:
+        return np.zeros((0, 1, spectrum.width))
+    plans = dense_plans(schedules, noise_schedule)
+    lam_grid, curves = spectrum.arrays()
+    fine, log_growth = _growth(lam_grid, curves, noise_schedule)
+    with np.errstate(divide="ignore"):
+        lam = np.log(plans.alpha / plans.sigma)  # [B, N + 1]; +inf at the data
+    at_data = ~np.isfinite(lam)
+    lam = np.clip(np.where(at_data, lam_grid[-1], lam), lam_grid[0], lam_grid[-1])
+    c = np.stack([np.interp(lam, lam_grid, curves[:, q]) for q in range(spectrum.width)], -1)
+    growth = np.stack([np.interp(lam, fine, log_growth[:, q]) for q in range(spectrum.width)], -1)
+    sigma_end = float(np.asarray(noise_schedule.alpha_sigma([float(noise_schedule.t_of_lambda([lam_grid[-1]])[0])]))[1, 0])
+    sigma = np.where(at_data, sigma_end, plans.sigma)[..., None]
+    exact = sigma / sigma[:, :1] * np.exp(growth - growth[:, :1])
+    c_end = np.where(np.abs(curves[-1]) < 1e-6, 1e-6, curves[-1])  # x₀ = c·x there: never exactly 0
+    exact = np.where(at_data[..., None], exact * c_end, exact)
+    return _relative_errors(plans, c, exact)
+
+
+def _growth(lam: np.ndarray, curves: np.ndarray, noise_schedule: NoiseSchedule) -> tuple[np.ndarray, np.ndarray]:
+    """A fine λ grid over the measured range and ∫ α c_q dλ from its start (trapezoids), per curve."""
+    fine = np.linspace(lam[0], lam[-1], 4096)
+    alpha = np.asarray(noise_schedule.alpha_sigma(noise_schedule.t_of_lambda(fine))[0], dtype=np.float64)
+    integrand = alpha[:, None] * np.stack([np.interp(fine, lam, curves[:, q]) for q in range(curves.shape[1])], 1)
+    steps = (integrand[1:] + integrand[:-1]) / 2.0 * np.diff(fine)[:, None]
+    return fine, np.concatenate([np.zeros((1, curves.shape[1])), np.cumsum(steps, 0)])
+
+
+def _relative_errors(plans: DensePlans, c: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """The sampler's recursion on the linear models x̂₀ = c·x, ε̂ = e·x (``c``: ``[B, N + 1, K]`` at every time of
+    the plans, K models at once), from x = 1 at t₀: the relative error x / x_exact − 1 after each step
+    (``exact``: ``[B, N + 1, K]``, x_exact(t) / x_exact(t₀)), padded; a diverging solve scores 1e6."""
+    alpha, sigma = plans.alpha[..., None], plans.sigma[..., None]  # [B, N + 1, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
         e = np.where(sigma > 0, (1.0 - alpha * c) / sigma, 0.0)  # σ = 0 only at the data, never evaluated
+    c = c.copy()
     c[plans.analytic, 0] = 0.0  # the analytical first step: x̂₀ = 0 (the data mean)
     e[plans.analytic, 0] = 1.0 / plans.sigma[plans.analytic, 0, None]
+    width = c.shape[-1]
     with np.errstate(all="ignore"):  # a diverging solve overflows: it scores the worst below
         count, steps = plans.ratio.shape
-        seen = np.zeros((count, steps + 1, len(var)))  # the state each point's (last) model call saw
-        after = np.zeros((count, steps, len(var)))
-        x = x_prev = np.ones((count, len(var)))
+        seen = np.zeros((count, steps + 1, width))  # the state each point's (last) model call saw
+        after = np.zeros((count, steps, width))
+        x = x_prev = np.ones((count, width))
         for i in range(steps):
             seen[:, i] = x
             if i > 0 and plans.corrected[:, i - 1].any():
@@ -92,6 +147,5 @@ def _probe_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSch
             x = plans.ratio[:, i, None] * x + (weights * seen).sum(1)
             done = plans.lengths - 1 == i
             after[done, i] = x[done]
-        std = np.sqrt(alpha * alpha * var + sigma * sigma)  # the exact flow: x_t = std(t) / std(t₀)
-        r = after / (std[:, 1:] / std[:, :1]) - 1.0
+        r = after / exact[:, 1:] - 1.0
     return np.where(np.isfinite(r), r, 1e6)  # a diverging solve: the worst

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
+from schedsearch.predictors.spectrum import ModelSpectrum, model_spectrum
 from schedsearch.solvers import DiffusionModel, Schedule, ScheduleError, baseline, load_model
 from schedsearch.storage import NewTrial, SearchRecord, Stage, StoreError, TrialRecord, TrialState, TrialStore
 
@@ -41,6 +41,7 @@ STATE_ARTIFACT = "strategy_state"
 NOISE_ARTIFACT = "noise_sets"
 FLOOR_ARTIFACT = "floor"
 MAX_DUPLICATE_ROUNDS = 20
+SPECTRUM_DRAWS = 4  # draws whose trajectories the predictor's model spectrum is measured along
 
 
 class SearchError(Exception):
@@ -57,6 +58,8 @@ class SearchProgress:
     #: refinement's progress in iterations (the stage "refine" counts them): (iterations done, validation loss)
     on_refine: Callable[[int, float | None], None] = lambda advance, loss: None
     on_close: Callable[[], None] = lambda: None
+    #: a one-line note on work that is neither an evaluation nor a stage (e.g. measuring the model's spectrum)
+    on_note: Callable[[str], None] = lambda text: None
 
 
 @dataclass
@@ -166,7 +169,7 @@ class SearchRun:
         options = dict(cfg.strategy.options)
         try:
             strategy = make_strategy(cfg.strategy.name, self.space, rng, options, storage=self.store.url,
-                                     search_name=self.search.name)
+                                     search_name=self.search.name, measure_spectrum=self._measure_spectrum)
         except TypeError as exc:
             raise SearchError(f"strategy.options: {exc}") from None
         for kind in strategy.artifact_kinds:
@@ -177,6 +180,11 @@ class SearchRun:
         pending = [t.meta for t in self.trials.values() if t.state is TrialState.QUEUED and t.stage is Stage.SEARCH]
         strategy.restore(self._observations(), None if artifact is None else artifact[0], pending)
         return strategy
+
+    def _measure_spectrum(self) -> ModelSpectrum:
+        """The model's spectrum along its trajectories from a few draws of the search's seed (for the predictor)."""
+        self.progress.on_note(f"measuring the model's spectrum for the predictor ({SPECTRUM_DRAWS} draws)")
+        return model_spectrum(self.model, self.config.seed, self.config.guidance_scale, SPECTRUM_DRAWS)
 
     def _enqueue_baselines(self) -> None:
         if any(t.stage is Stage.BASELINE for t in self.trials.values()):

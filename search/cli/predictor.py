@@ -67,9 +67,20 @@ def _score(args: argparse.Namespace, store: Any, search: Any, model: Any) -> Non
         if len(train) < 2:
             raise UserError(f"search {search.name!r} has {len(train)} measured schedules; a predictor needs at least 2")
         predictor = Predictor(model.noise_schedule, _predictor_config(args), guidance_scale=_guidance(search),
-                              seed=args.seed)
+                              seed=args.seed, spectrum=_spectrum(args, search, model))
         predictor.fit(train, objectives, torch.Generator().manual_seed(args.seed))
     print(json.dumps([float(v) for v in predictor.predict(schedules)]))
+
+
+def _spectrum(args: argparse.Namespace, search: Any, model: Any) -> Any:
+    """The model's spectrum, measured as the guided search measures it (None with ``--no-spectrum``)."""
+    from schedsearch.predictors.spectrum import model_spectrum
+
+    from ..loop import SPECTRUM_DRAWS
+
+    if not args.spectrum:
+        return None
+    return model_spectrum(model, int(search.config.get("seed", 0)), _guidance(search), SPECTRUM_DRAWS)
 
 
 def _guidance(search: Any) -> float | None:
@@ -120,7 +131,7 @@ def _cmd_predictor(args: argparse.Namespace) -> None:
         schedules, objectives = measured_schedules(store, search)
         try:
             cv = cross_validate(schedules, objectives, model.noise_schedule, _predictor_config(args), args.folds,
-                                args.seed, _guidance(search))
+                                args.seed, _guidance(search), _spectrum(args, search, model))
         except ValueError as exc:
             raise UserError(f"search {search.name!r}: {exc}") from None
         stored = _stored_predictor(store, search, model.noise_schedule)
@@ -192,6 +203,9 @@ def register(sub: Any) -> None:
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                    help="step features from the schedule's errors on Gaussian data (default: on; --no-probe ranks "
                         "about 4x faster, less well)")
+    p.add_argument("--spectrum", action=argparse.BooleanOptionalAction, default=True,
+                   help="step features from the schedule's errors on the model's own measured sensitivity "
+                        "(default: on; measured once, seconds for the bundled models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--db", help=DB_HELP)
     p.set_defaults(run=_cmd_predictor)

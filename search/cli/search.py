@@ -47,6 +47,12 @@ class _Progress:
             text = " ".join(f"NFE{n}={v:.4g}" for n, v in sorted(best.items()))
             self.bar.set_postfix_str(f"best {self.objective} {text}", refresh=False)
 
+    def note(self, text: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -56,7 +62,7 @@ class _Progress:
         from ..loop import SearchProgress
 
         return SearchProgress(on_start=self.start, on_result=self.result, on_stage=self.stage, on_close=self.close,
-                              on_refine=self.refine)
+                              on_refine=self.refine, on_note=self.note)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

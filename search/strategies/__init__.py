@@ -3,9 +3,11 @@ evolution, S³'s predictor-guided search, Optuna's TPE / CMA-ES / NSGA-II / GP."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from schedsearch.predictors.spectrum import ModelSpectrum
 
 from ..space import SearchSpace
 from .base import Observation, Proposal, Strategy
@@ -18,8 +20,10 @@ STRATEGIES = ("random", "evolution", "generational", "guided", *SAMPLERS)
 
 
 def make_strategy(name: str, space: SearchSpace, rng: np.random.Generator, options: dict[str, Any] | None = None,
-                  storage: str | None = None, search_name: str = "search") -> Strategy:
-    """The strategy called ``name`` (see ``STRATEGIES``); Optuna ones keep their study in ``storage``."""
+                  storage: str | None = None, search_name: str = "search",
+                  measure_spectrum: Callable[[], ModelSpectrum] | None = None) -> Strategy:
+    """The strategy called ``name`` (see ``STRATEGIES``); Optuna ones keep their study in ``storage``; the guided one
+    measures the model's spectrum with ``measure_spectrum`` when it first needs it."""
     options = dict(options or {})
     if name == "random":
         return RandomSearch(space, rng, **options)
@@ -28,7 +32,7 @@ def make_strategy(name: str, space: SearchSpace, rng: np.random.Generator, optio
     if name == "generational":
         return GenerationalEvolution(space, rng, **options)
     if name == "guided":
-        return PredictorGuided(space, rng, **options)
+        return PredictorGuided(space, rng, **options, measure_spectrum=measure_spectrum)
     if name in SAMPLERS:
         if storage is None:
             raise ValueError(f"strategy {name!r} needs a database for its Optuna study")

@@ -11,7 +11,10 @@ diversity (every slot draws its own parents) while the predictor picks among man
 The first ``initial`` proposals are random schedules; the baselines, measured first, are the rest
 of what the first fit learns from. The predictor reads each schedule's errors on Gaussian data
 (``probe``, :mod:`schedsearch.predictors.probe`): with them a fit on a few dozen trials already ranks
-well enough to screen 64 children per proposal (gmm-8d NFE 4, ``benchmarks/search_strategies.py``).
+well enough to screen 64 children per proposal (gmm-8d NFE 4, ``benchmarks/search_strategies.py``). With
+``spectrum`` (the default) and a model to measure, it also reads each schedule's errors on the model's own
+sensitivity (:mod:`schedsearch.predictors.spectrum`), measured once at the first fit (``measure_spectrum``,
+given by the search loop) and kept in every checkpoint.
 
 The round's queue is part of the strategy's state, and a fit is a pure function of the
 observations and the strategy's seed, so a resumed search proposes what the uninterrupted one
@@ -23,12 +26,13 @@ of refitting when it was fitted on exactly the observations at hand.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from schedsearch.predictors.predictor import Predictor, PredictorConfig
+from schedsearch.predictors.spectrum import ModelSpectrum
 from schedsearch.solvers import Schedule
 
 from ..space import Genome, SearchSpace
@@ -53,12 +57,15 @@ class PredictorGuided(Strategy):
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 4, round_size: int = 8,
                  candidates: int = 512, explore: float = 0.1, top: int = 15, crossover_rate: float = 0.5,
-                 epochs: int = 200, kind: str = "pool", hidden: int = 64, ensemble: int = 1, probe: bool = True) -> None:
+                 epochs: int = 200, kind: str = "pool", hidden: int = 64, ensemble: int = 1, probe: bool = True,
+                 spectrum: bool = True, measure_spectrum: Callable[[], ModelSpectrum] | None = None) -> None:
         super().__init__(space, rng)
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"guided: explore {explore} must lie in [0, 1]")
         if not isinstance(probe, bool):
             raise ValueError(f"guided: probe {probe!r} must be true or false")  # noqa: TRY004 - the config's one line
+        if not isinstance(spectrum, bool):
+            raise ValueError(f"guided: spectrum {spectrum!r} must be true or false")  # noqa: TRY004 - as above
         if min(initial, round_size, candidates, top, epochs, ensemble) < 1:
             raise ValueError("guided: initial, round_size, candidates, top, epochs and ensemble must be ≥ 1")
         self.initial, self.round_size, self.candidates = initial, round_size, candidates
@@ -66,6 +73,9 @@ class PredictorGuided(Strategy):
         self.predictor_config = PredictorConfig(kind=kind, hidden=hidden, epochs=epochs, ensemble=ensemble,
                                                 probe=probe)
         self.seed = int(rng.integers(2**31 - 1))  # the fits' seed: one draw, fixed for the strategy's life
+        # the model's spectrum, measured at the first fit that needs it (None: the strategy runs without a model)
+        self._measure_spectrum = measure_spectrum if spectrum else None
+        self.spectrum: ModelSpectrum | None = None
         self.population = _Population(space)  # the successful observations, as the evolution breeds from them
         self.measured: dict[int, tuple[Schedule, float | None]] = {}  # every observation: the predictor's data
         self.asked = 0
@@ -108,13 +118,17 @@ class PredictorGuided(Strategy):
             return self.predictor
         if self._stored is not None and self._stored[1].get("fitted_on") == fingerprint:
             predictor = Predictor.from_bytes(self._stored[0], self._stored[1]["checkpoint"], self.space.noise_schedule)
+            self.spectrum = self.spectrum or predictor.spectrum  # a resumed search need not measure it again
             self._stored = None
         else:
             values = [v for _, v in self.measured.values() if v is not None]
             worst = max(values, default=0.0)
             objectives = [worst + 1.0 + abs(worst) if self.measured[k][1] is None else float(self.measured[k][1])
                           for k in numbers]
-            predictor = Predictor(self.space.noise_schedule, self.predictor_config, seed=self.seed)
+            if self.spectrum is None and self._measure_spectrum is not None:
+                self.spectrum = self._measure_spectrum()
+            predictor = Predictor(self.space.noise_schedule, self.predictor_config, seed=self.seed,
+                                  spectrum=self.spectrum)
             report = predictor.fit([self.measured[k][0] for k in numbers], objectives,
                                    torch.Generator().manual_seed(self.seed + len(numbers)))
             weights, meta = predictor.to_bytes()
