@@ -7,7 +7,9 @@ search noise; NFE 4-6 and NFE 5-6, two seeds each, 2,000 trials together), run h
 FID on trials the predictor never saw.
 
 - kinds: 5-fold τ, fit seconds, seconds to rank 10,000 new candidates (median of three sets), for ``pool`` and ``lstm`` ensembles,
-  one ``pool`` network, and one without the Gaussian probe's rows (``--kinds``, ``kind[:N][:noprobe]``);
+  one ``pool`` network, and ones without the model spectrum's or the Gaussian probe's rows (``--kinds``,
+  ``kind[:N][:noprobe][:nospectrum]``); every predictor reads the model's spectrum (measured once, seed 0) unless
+  it says ``nospectrum``;
 - per NFE: 5-fold τ of the predictor and of the trivial rankers "higher order is better" and
   "closer to the uniform-λ grid is better";
 - noise ceiling: ``--ceiling`` trials re-measured on held-out noise (seed 1,
@@ -28,19 +30,21 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from schedsearch.predictors.evaluation import cross_validate
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
+from schedsearch.predictors.spectrum import ModelSpectrum, model_spectrum
 from schedsearch.search.config import parse_config
 from schedsearch.search.context import HOLDOUT_NOISE, build_context
 from schedsearch.search.engines import LocalEngine
 from schedsearch.search.loop import SearchRun
 from schedsearch.search.queries import measured_schedules, open_read_only
 from schedsearch.search.space import SearchSpace
-from schedsearch.solvers import load_model
+from schedsearch.solvers import NoiseSchedule, load_model
 from schedsearch.storage import TrialStore
 
 SEARCHES = {"digits-data": ([4, 5, 6], 600, 3), "digits-data-2": ([5, 6], 400, 4),
@@ -78,17 +82,25 @@ def load(url: str) -> tuple[list, np.ndarray]:
     return schedules, np.asarray(objectives)
 
 
-def fit(ns, schedules, objectives, cfg: PredictorConfig, seed: int = 0, predictor: Predictor | None = None,
-        epochs: int | None = None) -> Predictor:
-    p = predictor or Predictor(ns, cfg, seed=seed)
+@dataclass(frozen=True)
+class Env:
+    """The digits model's noise schedule and its measured spectrum (what every predictor here reads)."""
+
+    ns: NoiseSchedule
+    spectrum: ModelSpectrum
+
+
+def fit(env: Env, schedules, objectives, cfg: PredictorConfig, seed: int = 0, predictor: Predictor | None = None,
+        epochs: int | None = None, spectrum: bool = True) -> Predictor:
+    p = predictor or Predictor(env.ns, cfg, seed=seed, spectrum=env.spectrum if spectrum else None)
     p.fit(list(schedules), list(objectives), torch.Generator().manual_seed(seed), epochs=epochs)
     return p
 
 
-def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str]) -> dict:
+def section_kinds(env: Env, schedules, objectives, space: SearchSpace, kinds: list[str]) -> dict:
     """Prints the table; returns the cross-validations by config (the per-NFE section reuses the default's)."""
     print("\n## network kinds (5-fold held-out τ, all trials; kind:N = an ensemble of N, default 5; "
-          ":noprobe = without the Gaussian probe's rows)")
+          ":noprobe = without the Gaussian probe's rows, :nospectrum = without the model spectrum's)")
     rng = np.random.default_rng(0)
     # three sets of 10,000 new random schedules: a search ranks schedules it has not seen (the memos of steps
     # carry over from set to set, as from round to round of a search)
@@ -96,12 +108,14 @@ def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str
     print(f"{'kind':<15}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s (median of 3 sets)':>35}")
     done = {}
     for name in kinds:
-        kind, size, flag = (name.split(":") + ["", ""])[:3]
-        cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble), probe=flag != "noprobe")
-        cv = done[cfg] = cross_validate(schedules, objectives, ns, cfg, 5, 0)
+        kind, size, *flags = name.split(":")
+        cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble), probe="noprobe" not in flags)
+        spectrum = "nospectrum" not in flags
+        cv = done[cfg, spectrum] = cross_validate(schedules, objectives, env.ns, cfg, 5, 0,
+                                                  spectrum=env.spectrum if spectrum else None)
         n = int(len(schedules) * 0.8)
         start = time.perf_counter()
-        p = fit(ns, schedules[:n], objectives[:n], cfg)
+        p = fit(env, schedules[:n], objectives[:n], cfg, spectrum=spectrum)
         fit_s = time.perf_counter() - start
         seconds = []
         for candidates in sets:
@@ -112,9 +126,10 @@ def section_kinds(ns, schedules, objectives, space: SearchSpace, kinds: list[str
     return done
 
 
-def section_per_nfe(ns, schedules, objectives, done: dict) -> None:
+def section_per_nfe(env: Env, schedules, objectives, done: dict) -> None:
     print("\n## held-out τ per NFE (5-fold), predictor against trivial rankers")
-    cv = done.get(PredictorConfig()) or cross_validate(schedules, objectives, ns, PredictorConfig(), 5, 0)
+    cv = done.get((PredictorConfig(), True)) or cross_validate(schedules, objectives, env.ns, PredictorConfig(), 5, 0,
+                                                               spectrum=env.spectrum)
     print(f"{'NFE':<5}{'trials':>7}{'predictor':>11}{'higher-order':>14}{'uniform-λ':>11}")
     nfes = np.asarray([s.nfe for s in schedules])
     for nfe, tau in cv.tau_per_nfe.items():
@@ -124,7 +139,7 @@ def section_per_nfe(ns, schedules, objectives, done: dict) -> None:
           f"{cv.trivial['uniform_lambda']:>11.3f}", flush=True)
 
 
-def section_ceiling(ns, schedules, objectives, count: int, samples: int) -> None:
+def section_ceiling(env: Env, schedules, objectives, count: int, samples: int) -> None:
     print(f"\n## noise ceiling: {count} trials re-measured on held-out noise (seed 1, {samples} samples)")
     config = data_config("digits-data")
     config["validation"]["samples"] = samples
@@ -135,7 +150,7 @@ def section_ceiling(ns, schedules, objectives, count: int, samples: int) -> None
     held = np.asarray([context.evaluate(schedules[i].to_dict(), samples, HOLDOUT_NOISE).objective for i in pick],
                       dtype=np.float64)
     ok = np.isfinite(held)
-    p = fit(ns, [schedules[i] for i in rest], objectives[rest], PredictorConfig())
+    p = fit(env, [schedules[i] for i in rest], objectives[rest], PredictorConfig())
     pred = p.predict([schedules[i] for i in pick])
     print(f"τ(search FID, held-out FID)       {kendall_tau(objectives[pick][ok], held[ok]):.3f}   "
           "(the measurement's own agreement: a perfect memory of the training label scores this)")
@@ -149,7 +164,7 @@ def section_ceiling(ns, schedules, objectives, count: int, samples: int) -> None
               f"{kendall_tau(objectives[pick][sub], held[sub]):.3f}", flush=True)
 
 
-def section_size(ns, schedules, objectives) -> None:
+def section_size(env: Env, schedules, objectives) -> None:
     print("\n## held-out τ by training-set size (a fixed fifth held out)")
     rng = np.random.default_rng(2)
     order = rng.permutation(len(schedules))
@@ -157,12 +172,12 @@ def section_size(ns, schedules, objectives) -> None:
     print(f"{'trials':>7}{'τ':>8}")
     for n in sorted({n for n in (25, 50, 100, 200, 400, 800) if n < len(pool)} | {len(pool)}):
         train = pool[:n]
-        p = fit(ns, [schedules[i] for i in train], objectives[train], PredictorConfig())
+        p = fit(env, [schedules[i] for i in train], objectives[train], PredictorConfig())
         tau = kendall_tau(p.predict([schedules[i] for i in test]), objectives[test])
         print(f"{n:>7}{tau:>8.3f}", flush=True)
 
 
-def section_transfer(ns, schedules, objectives) -> None:
+def section_transfer(env: Env, schedules, objectives) -> None:
     print("\n## transfer NFE 5 → NFE 6 (τ on held-out NFE-6 trials)")
     nfes = np.asarray([s.nfe for s in schedules])
     five, six = np.flatnonzero(nfes == 5), np.flatnonzero(nfes == 6)
@@ -177,14 +192,14 @@ def section_transfer(ns, schedules, objectives) -> None:
     def tau(p: Predictor) -> float:
         return kendall_tau(p.predict([schedules[i] for i in test]), objectives[test])
 
-    base = fit(ns, [schedules[i] for i in five], objectives[five], cfg)
+    base = fit(env, [schedules[i] for i in five], objectives[five], cfg)
     zero = tau(base)
-    tuned = fit(ns, [schedules[i] for i in train[:50]], objectives[train[:50]], cfg, predictor=base, epochs=100)
-    zero_again = fit(ns, [schedules[i] for i in five], objectives[five], cfg)  # the same NFE-5 predictor, afresh
+    tuned = fit(env, [schedules[i] for i in train[:50]], objectives[train[:50]], cfg, predictor=base, epochs=100)
+    zero_again = fit(env, [schedules[i] for i in five], objectives[five], cfg)  # the same NFE-5 predictor, afresh
     both = np.concatenate([five, train[:50]])  # fine-tuning that keeps rehearsing the NFE-5 trials
-    rehearsed = fit(ns, [schedules[i] for i in both], objectives[both], cfg, predictor=zero_again, epochs=100)
-    scratch = fit(ns, [schedules[i] for i in train], objectives[train], cfg)
-    scratch50 = fit(ns, [schedules[i] for i in train[:50]], objectives[train[:50]], cfg)
+    rehearsed = fit(env, [schedules[i] for i in both], objectives[both], cfg, predictor=zero_again, epochs=100)
+    scratch = fit(env, [schedules[i] for i in train], objectives[train], cfg)
+    scratch50 = fit(env, [schedules[i] for i in train[:50]], objectives[train[:50]], cfg)
     print(f"{'predictor':<40}{'τ':>7}   (test: {len(test)} NFE-6 trials)")
     print(f"{'NFE 5 only (' + str(len(five)) + ' trials), zero-shot':<40}{zero:>7.3f}")
     print(f"{'NFE 5, fine-tuned on 50 NFE-6 alone':<40}{tau(tuned):>7.3f}")
@@ -199,8 +214,8 @@ def main() -> None:
     parser.add_argument("--ceiling", type=int, default=150, help="trials re-measured on held-out noise (0: skip)")
     parser.add_argument("--ceiling-samples", type=int, default=1000,
                         help="draws of the held-out noise per re-measured trial (FID's noise shrinks with more)")
-    parser.add_argument("--kinds", default="pool,pool:1,pool:1:noprobe,lstm",
-                        help="networks of the kinds section (kind[:ensemble][:noprobe])")
+    parser.add_argument("--kinds", default="pool,pool:5:nospectrum,pool:1,pool:1:nospectrum,pool:1:noprobe:nospectrum,lstm",
+                        help="networks of the kinds section (kind[:ensemble][:noprobe][:nospectrum])")
     parser.add_argument("--sections", default="kinds,nfe,ceiling,size,transfer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,16 +228,20 @@ def main() -> None:
                             has_data_mean=model.data_mean is not None)
         print(f"{len(schedules)} measured digits schedules (FID, 250 samples of the search noise), "
               f"NFE {sorted({s.nfe for s in schedules})}")
+        start = time.perf_counter()
+        env = Env(ns, model_spectrum(model, seed=0))
+        print(f"the model's spectrum ({len(env.spectrum.lam)} points, 4 draws): measured in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
         sections = args.sections.split(",")
-        done = section_kinds(ns, schedules, objectives, space, args.kinds.split(",")) if "kinds" in sections else {}
+        done = section_kinds(env, schedules, objectives, space, args.kinds.split(",")) if "kinds" in sections else {}
         if "nfe" in sections:
-            section_per_nfe(ns, schedules, objectives, done)
+            section_per_nfe(env, schedules, objectives, done)
         if "ceiling" in sections and args.ceiling > 0:
-            section_ceiling(ns, schedules, objectives, args.ceiling, args.ceiling_samples)
+            section_ceiling(env, schedules, objectives, args.ceiling, args.ceiling_samples)
         if "size" in sections:
-            section_size(ns, schedules, objectives)
+            section_size(env, schedules, objectives)
         if "transfer" in sections:
-            section_transfer(ns, schedules, objectives)
+            section_transfer(env, schedules, objectives)
 
 
 if __name__ == "__main__":

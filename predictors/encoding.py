@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
 
-from .probe import PROBE_FEATURES, probe_features_padded, spectrum_features_padded
+from .probe import PROBE_FEATURES, probe_columns
 from .spectrum import ModelSpectrum
 
 MAX_DERIVATIVES = 3
@@ -170,11 +170,8 @@ def _encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, guidan
     if schedules:
         lam = _concatenated_lambda(schedules, noise_schedule)
         steps[mask, :STEP_FEATURES] = _step_rows(schedules, lengths, lam, LambdaRange.of(noise_schedule))
-        if probe:
-            steps[..., STEP_FEATURES: STEP_FEATURES + PROBE_FEATURES] = np.where(
-                mask[..., None], probe_features_padded(schedules, noise_schedule), 0.0)
-        if spectrum is not None:
-            steps[..., steps.shape[-1] - extra:] = np.where(
-                mask[..., None], spectrum_features_padded(schedules, noise_schedule, spectrum), 0.0)
+        if probe or spectrum is not None:
+            steps[..., STEP_FEATURES:] = np.where(mask[..., None],
+                                                  probe_columns(schedules, noise_schedule, probe, spectrum), 0.0)
         globs[:] = [_global_row(s, guidance_scale) for s in schedules]
     return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))

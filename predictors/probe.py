@@ -12,6 +12,9 @@ On the digits search trials these rows lift a predictor's held-out Kendall τ fr
 no longer has to learn from a few hundred trials how orders, estimators, relaxations and step
 sizes combine into a solver's accuracy — the sampler computes it. Many schedules are probed at once
 (plans compiled together, one vectorised recursion). Pure functions of the schedules and the noise schedule.
+
+The same recursion runs on a model's measured sensitivity (:mod:`.spectrum`): x̂₀ = c_q(λ)·x per measured
+curve, its exact flow from the integral of α·c over λ (:func:`spectrum_errors_padded`).
 """
 
 from __future__ import annotations
@@ -67,20 +70,16 @@ def _probe_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSch
     every model output is a multiple of its input, x̂₀ = c·x and ε̂ = e·x, so each state is one number per scale."""
     if not schedules:
         return np.zeros((0, 1, PROBE_FEATURES))
-    plans = dense_plans(schedules, noise_schedule)
+    return _gaussian_errors(dense_plans(schedules, noise_schedule))
+
+
+def _gaussian_errors(plans: DensePlans) -> np.ndarray:
     var = np.asarray(PROBE_SCALES, dtype=np.float64) ** 2
     alpha, sigma = plans.alpha[..., None], plans.sigma[..., None]  # [B, N + 1, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = alpha * var / (alpha * alpha * var + sigma * sigma)  # [B, N + 1, scales]
     std = np.sqrt(alpha * alpha * var + sigma * sigma)  # the exact flow: x_t = std(t) / std(t₀)
     return _relative_errors(plans, c, std / std[:, :1])
-
-
-def spectrum_features_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
-                             spectrum: ModelSpectrum) -> np.ndarray:
-    """``[B, longest, spectrum.width]`` float32: like :func:`probe_features_padded`, for the linear models
-    x̂₀ = c_q(λ)·x of the model's measured sensitivity curves (:mod:`.spectrum`)."""
-    return _compress(spectrum_errors_padded(schedules, noise_schedule, spectrum)).astype(np.float32)
 
 
 def spectrum_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
@@ -91,7 +90,20 @@ def spectrum_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseS
     says nothing more, x₀ is taken as the model's x̂₀ = c·x at the last measured point."""
     if not schedules:
         return np.zeros((0, 1, spectrum.width))
+    return _spectrum_errors(dense_plans(schedules, noise_schedule), noise_schedule, spectrum)
+
+
+def probe_columns(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, probe: bool,
+                  spectrum: ModelSpectrum | None) -> np.ndarray:
+    """``[B, longest, K]`` float32: the compressed errors on Gaussian data (with ``probe``), then on the model's
+    spectrum (with one), from one compilation of the plans."""
     plans = dense_plans(schedules, noise_schedule)
+    parts = ([_gaussian_errors(plans)] if probe else []) + \
+        ([] if spectrum is None else [_spectrum_errors(plans, noise_schedule, spectrum)])
+    return _compress(np.concatenate(parts, -1)).astype(np.float32)
+
+
+def _spectrum_errors(plans: DensePlans, noise_schedule: NoiseSchedule, spectrum: ModelSpectrum) -> np.ndarray:
     lam_grid, curves = spectrum.arrays()
     fine, log_growth = _growth(lam_grid, curves, noise_schedule)
     with np.errstate(divide="ignore"):

@@ -122,6 +122,7 @@ def test_a_search_interrupted_anywhere_resumes_to_the_same_trials(tmp_path, engi
         data, meta = store.get_artifact(store.get_search("mix"), "predictor")
         store.close()
         assert data and meta["round"] >= 2 and set(meta["trials"]) <= {t.number for t in whole.trials}
+        assert len(meta["checkpoint"]["spectrum"]["curves"]) > 10  # it reads the model's measured spectrum
         assert [t.meta["op"] for t in whole.trials if t.meta.get("op") in ("guided", "explore")]
 
 
