@@ -70,16 +70,18 @@ def _probe_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSch
     every model output is a multiple of its input, x̂₀ = c·x and ε̂ = e·x, so each state is one number per scale."""
     if not schedules:
         return np.zeros((0, 1, PROBE_FEATURES))
-    return _gaussian_errors(dense_plans(schedules, noise_schedule))
+    plans = dense_plans(schedules, noise_schedule)
+    return _relative_errors(plans, *_gaussian_law(plans))
 
 
-def _gaussian_errors(plans: DensePlans) -> np.ndarray:
+def _gaussian_law(plans: DensePlans) -> tuple[np.ndarray, np.ndarray]:
+    """x̂₀ = c·x on N(0, s²) data at the probe scales, and its exact flow x_t / x_t₀ = std(t) / std(t₀)."""
     var = np.asarray(PROBE_SCALES, dtype=np.float64) ** 2
     alpha, sigma = plans.alpha[..., None], plans.sigma[..., None]  # [B, N + 1, 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         c = alpha * var / (alpha * alpha * var + sigma * sigma)  # [B, N + 1, scales]
-    std = np.sqrt(alpha * alpha * var + sigma * sigma)  # the exact flow: x_t = std(t) / std(t₀)
-    return _relative_errors(plans, c, std / std[:, :1])
+    std = np.sqrt(alpha * alpha * var + sigma * sigma)
+    return c, std / std[:, :1]
 
 
 def spectrum_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
@@ -90,7 +92,8 @@ def spectrum_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseS
     says nothing more, x₀ is taken as the model's x̂₀ = c·x at the last measured point."""
     if not schedules:
         return np.zeros((0, 1, spectrum.width))
-    return _spectrum_errors(dense_plans(schedules, noise_schedule), noise_schedule, spectrum)
+    plans = dense_plans(schedules, noise_schedule)
+    return _relative_errors(plans, *_spectrum_law(plans, noise_schedule, spectrum))
 
 
 def probe_columns(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, probe: bool,
@@ -98,12 +101,15 @@ def probe_columns(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, 
     """``[B, longest, K]`` float32: the compressed errors on Gaussian data (with ``probe``), then on the model's
     spectrum (with one), from one compilation of the plans."""
     plans = dense_plans(schedules, noise_schedule)
-    parts = ([_gaussian_errors(plans)] if probe else []) + \
-        ([] if spectrum is None else [_spectrum_errors(plans, noise_schedule, spectrum)])
-    return _compress(np.concatenate(parts, -1)).astype(np.float32)
+    laws = ([_gaussian_law(plans)] if probe else []) + \
+        ([] if spectrum is None else [_spectrum_law(plans, noise_schedule, spectrum)])
+    c, exact = (np.concatenate(parts, -1) for parts in zip(*laws, strict=True))
+    return _compress(_relative_errors(plans, c, exact)).astype(np.float32)  # one recursion for all the columns
 
 
-def _spectrum_errors(plans: DensePlans, noise_schedule: NoiseSchedule, spectrum: ModelSpectrum) -> np.ndarray:
+def _spectrum_law(plans: DensePlans, noise_schedule: NoiseSchedule, spectrum: ModelSpectrum
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """x̂₀ = c_q(λ)·x per measured curve, and its exact flow (see :func:`spectrum_errors_padded`)."""
     lam_grid, curves = spectrum.arrays()
     fine, log_growth = _growth(lam_grid, curves, noise_schedule)
     with np.errstate(divide="ignore"):
@@ -116,8 +122,7 @@ def _spectrum_errors(plans: DensePlans, noise_schedule: NoiseSchedule, spectrum:
     sigma = np.where(at_data, sigma_end, plans.sigma)[..., None]
     exact = sigma / sigma[:, :1] * np.exp(growth - growth[:, :1])
     c_end = np.where(np.abs(curves[-1]) < 1e-6, 1e-6, curves[-1])  # x₀ = c·x there: never exactly 0
-    exact = np.where(at_data[..., None], exact * c_end, exact)
-    return _relative_errors(plans, c, exact)
+    return c, np.where(at_data[..., None], exact * c_end, exact)
 
 
 def _growth(lam: np.ndarray, curves: np.ndarray, noise_schedule: NoiseSchedule) -> tuple[np.ndarray, np.ndarray]:
