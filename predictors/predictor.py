@@ -19,7 +19,7 @@ schedule among 10,000); it is what lifts the ranking most (one network 0.629 →
 digits trials).
 
 Given the model's measured ``spectrum`` (:mod:`.spectrum`), each step's features also include its errors on
-the model's own sensitivity curves: one network 0.697 → 0.739, five 0.714 → ... on the same trials.
+the model's own sensitivity curves: one network 0.697 → 0.733, five 0.714 → 0.754 on the same trials.
 
 Everything random draws from the injected generator; the checkpoint is safetensors bytes plus
 JSON-able metadata (no pickles). Format /2 holds the ensemble (its config says whether it reads

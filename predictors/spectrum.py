@@ -4,20 +4,20 @@ A solver's error depends on how the model's data prediction x̂₀(x, t) reacts 
 input x. For Gaussian data that reaction is one number per direction, c = α s² / (α² s² + σ²),
 the same at every noise level for a given data scale s (:mod:`.probe` runs a schedule on it).
 A trained network reacts differently: near the data its sensitivity follows the data's local
-structure, at high noise it amplifies its own ε̂ errors by 1/α (digits: eigenvalues beyond ±3
-at t = 999, where a Gaussian with the data's scale gives 0.006). Both change which steps and
+structure, at high noise it amplifies its own ε̂ errors by 1/α (digits: eigenvalues up to ±4
+at t = 999, where Gaussian data of the digits' scale, s ≤ 1, give at most 0.006). Both change which steps and
 solver decisions are stable.
 
 :func:`measure_spectrum` runs the model along a fine reference trajectory from a few draws and,
 at every model call, takes the eigenvalues of the symmetric part of the Jacobian ∂x̂₀/∂x (exactly
-for up to ``exact_limit`` dimensions, otherwise by Lanczos on Jacobian-vector products:
-Jᵀv by autograd, J v by central differences): their
-``quantiles`` (mean over the draws) as curves over λ. :func:`spectrum_errors_padded`
-(:mod:`.probe`) then runs any schedule on the linear model x̂₀ = c_q(λ) x of each curve, a
-one-dimensional stand-in for a direction of that sensitivity, for whole batches at the cost of
-the Gaussian probe. On the digits search trials these rows lift one network's held-out τ from
-0.697 to 0.739 (``benchmarks/predictor.py``). Measured once per model (seconds for the bundled
-models), stored with the predictor's checkpoint.
+for up to ``exact_limit`` dimensions, otherwise by Lanczos: Jᵀv by autograd, J v by central
+differences): their ``quantiles`` (mean over the draws) as curves over λ.
+:func:`~schedsearch.predictors.probe.spectrum_errors_padded` then runs any schedule on the linear
+model x̂₀ = c_q(λ)·x of each curve — a one-dimensional stand-in for a direction of that
+sensitivity — for whole batches, in the Gaussian probe's recursion. On the digits search trials
+these rows lift one network's held-out τ from 0.697 to 0.733 and five networks' from 0.714 to
+0.754 (``benchmarks/predictor.py``). Measured once per model (seconds for the bundled models),
+stored with the predictor's checkpoint.
 """
 
 from __future__ import annotations
@@ -107,8 +107,10 @@ def measure_spectrum(model: DiffusionModel, noise: torch.Tensor, cond: Any = Non
             c = None if cond is None else cond[d: d + 1]
 
             def data_prediction(v: torch.Tensor, c: Any = c, t: float = t, a: float = alpha, s: float = sigma
-                                ) -> torch.Tensor:
-                return model.predict(v.reshape(1, *model.sample_shape), t, a, s, c, guidance_scale).data.reshape(-1)
+                                ) -> torch.Tensor:  # [n, dim] → [n, dim], the draw's conditioning on every row
+                rows = None if c is None else c.expand(v.shape[0], *c.shape[1:])
+                out = model.predict(v.reshape(-1, *model.sample_shape), t, a, s, rows, guidance_scale).data
+                return out.reshape(v.shape[0], -1)
 
             state = x[d].reshape(-1).to(model.state_dtype)
             per_draw.append(_quantiles(data_prediction, state, qs, exact_limit, lanczos_steps, generator))
@@ -132,10 +134,24 @@ def _quantiles(fn: Any, x: torch.Tensor, qs: np.ndarray, exact_limit: int, lancz
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone()
         if x.numel() <= exact_limit:
-            jac = torch.func.jacrev(fn)(x).double()
+            jac = _jacobian(fn, x).double()
             values = np.linalg.eigvalsh(((jac + jac.T) / 2).cpu().numpy())
             return np.quantile(values, qs)
-        return _lanczos_quantiles(fn, x, qs, lanczos_steps, generator)
+        return _lanczos_quantiles(lambda v: fn(v[None])[0], x, qs, lanczos_steps, generator)
+
+
+def _jacobian(fn: Any, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """∂fn/∂x at ``x`` (``[dim]``), a row per copy of x in one batch: copy i's gradient of its own output i is row i.
+    Diffusion networks treat the samples of a batch independently (no batch statistics at inference), so one
+    forward and one backward pass per ``chunk`` rows do what ``dim`` backward passes would."""
+    dim = x.numel()
+    rows = []
+    for start in range(0, dim, chunk):
+        index = torch.arange(start, min(dim, start + chunk), device=x.device)
+        copies = x.expand(len(index), dim).clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(copies)[torch.arange(len(index)), index].sum(), copies)
+        rows.append(grad)
+    return torch.cat(rows)
 
 
 def _lanczos_quantiles(fn: Any, x: torch.Tensor, qs: np.ndarray, k: int, generator: torch.Generator | None
