@@ -2,7 +2,7 @@
 
 A solver's error depends on how the model's data prediction x̂₀(x, t) reacts to an error in its
 input x. For Gaussian data that reaction is one number per direction, c = α s² / (α² s² + σ²),
-the same at every noise level for a given data scale s (:mod:`.probe` runs a schedule on it).
+set at every noise level by one data scale s (:mod:`.probe` runs a schedule on it).
 A trained network reacts differently: near the data its sensitivity follows the data's local
 structure, at high noise it amplifies its own ε̂ errors by 1/α (digits: eigenvalues up to ±4
 at t = 999, where Gaussian data of the digits' scale, s ≤ 1, give at most 0.006). Both change which steps and
