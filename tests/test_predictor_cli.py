@@ -22,7 +22,7 @@ SCRIPT = Path(sys.executable).with_name("schedsearch")
 CONFIG = {
     "name": "mix", "model": "builtin:gmm-8d", "nfe": [4, 6], "budget": 200, "seed": 0,
     "strategy": {"name": "guided", "batch_size": 4,
-                 "options": {"initial": 40, "round_size": 12, "candidates": 300, "epochs": 100}},
+                 "options": {"initial": 40, "round_size": 12, "candidates": 300, "epochs": 100, "spectrum": True}},
     "baselines": {"solvers": ["dpmpp_2m", "unipc_bh2", "ipndm"], "grids": ["uniform_lambda", "quadratic"]},
     "fidelity": {"samples": [400]},
     "validation": {"top_k": 1, "baselines": 1, "samples": 400, "seed": 1},

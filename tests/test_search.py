@@ -86,7 +86,7 @@ class Stop(Exception):
 
 
 OPTIONS = {"generational": {"population": 10, "keep": 3, "mutants": 4, "crossovers": 2},
-           "guided": {"initial": 10, "round_size": 6, "candidates": 200, "epochs": 60}}
+           "guided": {"initial": 10, "round_size": 6, "candidates": 200, "epochs": 60, "spectrum": True}}
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "generational", "random", "guided"])
