@@ -3,6 +3,8 @@ and the schedule errors on its curves against the Gaussian probe they generalise
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from schedsearch.predictors.encoding import STEP_FEATURES, encode, step_width
 from schedsearch.predictors.predictor import Predictor, PredictorConfig
 from schedsearch.predictors.probe import PROBE_FEATURES, PROBE_SCALES, _probe_errors_padded, spectrum_errors_padded
 from schedsearch.predictors.spectrum import ModelSpectrum, measure_spectrum
-from schedsearch.solvers import load_model
+from schedsearch.solvers import EDM, ContinuousVPLinear, RectifiedFlow, load_model
 from schedsearch.solvers.models import from_callable
 
 from tests.helpers import varied_schedules
@@ -19,33 +21,34 @@ RING = load_model("builtin:gmm-ring")
 NS = RING.noise_schedule
 
 
-def _gaussian_model(variances: list[float]):
+def _gaussian_model(variances: list[float], ns=NS):
     """The exact denoiser of N(0, diag(variances)) data, as a network predicting x̂₀ (float64)."""
     var = torch.tensor(variances, dtype=torch.float64)
 
     def network(x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
-        alpha, sigma = NS.alpha_sigma_torch(t.double())
+        alpha, sigma = ns.alpha_sigma_torch(t.double())
         alpha, sigma = alpha[:, None], sigma[:, None]
         return alpha * var * x / (alpha * alpha * var + sigma * sigma)
 
-    return from_callable(network, "x0", NS, (len(variances),), dtype=torch.float64)
+    return from_callable(network, "x0", ns, (len(variances),), dtype=torch.float64)
 
 
-def _sensitivity(variances, lam: np.ndarray) -> np.ndarray:
+def _sensitivity(variances, lam: np.ndarray, ns=NS) -> np.ndarray:
     """c = α s² / (α² s² + σ²) per variance, at each λ: ``[P, len(variances)]``."""
-    alpha, sigma = NS.alpha_sigma(NS.t_of_lambda(lam))
+    alpha, sigma = ns.alpha_sigma(ns.t_of_lambda(lam))
     v = np.asarray(variances)[None]
     return alpha[:, None] * v / (alpha[:, None] ** 2 * v + sigma[:, None] ** 2)
 
 
-def test_the_spectrum_of_gaussian_data_is_its_exact_sensitivity():
+@pytest.mark.parametrize("ns", [NS, EDM(), RectifiedFlow()], ids=lambda ns: ns.time_domain)
+def test_the_spectrum_of_gaussian_data_is_its_exact_sensitivity(ns):
     variances = [0.01, 0.04, 0.25, 1.0, 2.25]
-    model = _gaussian_model(variances)
+    model = _gaussian_model(variances, ns)
     spectrum = measure_spectrum(model, torch.randn(3, 5, generator=torch.Generator().manual_seed(0),
                                                    dtype=torch.float64), steps=12)
     lam, curves = spectrum.arrays()
     assert len(lam) >= 12 and np.all(np.diff(lam) > 0)
-    want = np.quantile(_sensitivity(variances, lam), spectrum.quantiles, axis=1).T
+    want = np.quantile(_sensitivity(variances, lam, ns), spectrum.quantiles, axis=1).T
     np.testing.assert_allclose(curves, want, rtol=1e-9, atol=1e-12)
     assert ModelSpectrum.from_dict(spectrum.to_dict()) == spectrum
 
@@ -65,17 +68,19 @@ def test_lanczos_finds_the_spectrum_where_the_jacobian_is_not_formed():
     assert np.all(curves[:, -1] - curves[:, 0] > 0.5 * (exact.max(1) - exact.min(1)))  # it sees the spread
 
 
-def _gaussian_spectrum() -> ModelSpectrum:
+def _gaussian_spectrum(ns=NS) -> ModelSpectrum:
     """The probe's Gaussian data as a measured spectrum: one curve per probe scale, on a fine λ grid."""
-    lam = np.linspace(*NS.lambda_([NS.t_max, NS.t_min]), 2001)
-    curves = _sensitivity([s * s for s in PROBE_SCALES], lam)
+    lam = np.linspace(*ns.lambda_([ns.t_max, ns.t_min]), 8001)
+    curves = _sensitivity([s * s for s in PROBE_SCALES], lam, ns)
     return ModelSpectrum(tuple(lam), tuple(map(tuple, curves)), tuple(np.linspace(0.0, 1.0, len(PROBE_SCALES))))
 
 
-def test_errors_on_a_gaussian_spectrum_are_the_gaussian_probe():
-    schedules = varied_schedules(RING, 150, seed=3)
-    got = spectrum_errors_padded(schedules, NS, _gaussian_spectrum())
-    want = _probe_errors_padded(schedules, NS)
+@pytest.mark.parametrize("ns", [NS, ContinuousVPLinear(), EDM(), RectifiedFlow()], ids=lambda ns: ns.time_domain)
+def test_errors_on_a_gaussian_spectrum_are_the_gaussian_probe(ns):
+    model = dataclasses.replace(RING, noise_schedule=ns)  # only its noise schedule is used: the schedules' times
+    schedules = varied_schedules(model, 150, seed=3)
+    got = spectrum_errors_padded(schedules, ns, _gaussian_spectrum(ns))
+    want = _probe_errors_padded(schedules, ns)
     compared = 0
     for b, s in enumerate(schedules):  # to the interpolation's accuracy; at the data the spectrum takes x₀ = c·x
         rows = s.num_steps - 1 if s.ends_at_data else s.num_steps
