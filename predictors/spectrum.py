@@ -108,8 +108,8 @@ def measure_spectrum(model: DiffusionModel, noise: torch.Tensor, cond: Any = Non
 
             def data_prediction(v: torch.Tensor, c: Any = c, t: float = t, a: float = alpha, s: float = sigma
                                 ) -> torch.Tensor:  # [n, dim] → [n, dim], the draw's conditioning on every row
-                rows = None if c is None else c.expand(v.shape[0], *c.shape[1:])
-                out = model.predict(v.reshape(-1, *model.sample_shape), t, a, s, rows, guidance_scale).data
+                labels = None if c is None else c.expand(v.shape[0], *c.shape[1:])
+                out = model.predict(v.reshape(-1, *model.sample_shape), t, a, s, labels, guidance_scale).data
                 return out.reshape(v.shape[0], -1)
 
             state = x[d].reshape(-1).to(model.state_dtype)

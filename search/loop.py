@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from schedsearch.predictors.spectrum import ModelSpectrum, model_spectrum
-from schedsearch.solvers import DiffusionModel, Schedule, ScheduleError, baseline, load_model
+from schedsearch.solvers import DiffusionModel, Schedule, ScheduleError, SolverError, baseline, load_model
 from schedsearch.storage import NewTrial, SearchRecord, Stage, StoreError, TrialRecord, TrialState, TrialStore
 
 from .config import SearchConfig
@@ -184,7 +184,11 @@ class SearchRun:
     def _measure_spectrum(self) -> ModelSpectrum:
         """The model's spectrum along its trajectories from a few draws of the search's seed (for the predictor)."""
         self.progress.on_note(f"measuring the model's spectrum for the predictor ({SPECTRUM_DRAWS} draws)")
-        return model_spectrum(self.model, self.config.seed, self.config.guidance_scale, SPECTRUM_DRAWS)
+        try:
+            return model_spectrum(self.model, self.config.seed, self.config.guidance_scale, SPECTRUM_DRAWS)
+        except (SolverError, RuntimeError, ValueError, TypeError) as exc:
+            raise SearchError(f"strategy.options.spectrum: the model's spectrum cannot be measured ({exc}); "
+                              "set spectrum: false") from None
 
     def _enqueue_baselines(self) -> None:
         if any(t.stage is Stage.BASELINE for t in self.trials.values()):

@@ -108,3 +108,15 @@ def test_unknown_search_and_too_few_trials_are_one_line(searched, capsys):
         assert main(["predictor", *args, "--db", url, "--plot", "-"]) == 1
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_model_whose_spectrum_cannot_be_measured_ranks_without_it(capsys):
+    from types import SimpleNamespace
+
+    from schedsearch.search.cli.predictor import _spectrum
+
+    args = SimpleNamespace(spectrum=True)
+    search = SimpleNamespace(config={"seed": 0, "guidance_scale": 2.0})  # the mixture has no unconditional input
+    assert _spectrum(args, search, load_model("builtin:gmm-ring")) is None
+    assert "spectrum cannot be measured (guidance_scale needs conditioning" in capsys.readouterr().err
+    assert _spectrum(args, SimpleNamespace(config={"seed": 0}), load_model("builtin:gmm-ring")) is not None

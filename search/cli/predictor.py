@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,18 @@ def _score(args: argparse.Namespace, store: Any, search: Any, model: Any) -> Non
 def _spectrum(args: argparse.Namespace, search: Any, model: Any) -> Any:
     """The model's spectrum, measured as the guided search measures it (None with ``--no-spectrum``)."""
     from schedsearch.predictors.spectrum import model_spectrum
+    from schedsearch.solvers import SolverError
 
     from ..loop import SPECTRUM_DRAWS
 
     if not args.spectrum:
         return None
-    return model_spectrum(model, int(search.config.get("seed", 0)), _guidance(search), SPECTRUM_DRAWS)
+    try:
+        return model_spectrum(model, int(search.config.get("seed", 0)), _guidance(search), SPECTRUM_DRAWS)
+    except (SolverError, RuntimeError, ValueError, TypeError) as exc:
+        print(f"schedsearch: note: the model's spectrum cannot be measured ({exc}); ranking without it",
+              file=sys.stderr)
+        return None
 
 
 def _guidance(search: Any) -> float | None:
