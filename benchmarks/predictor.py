@@ -108,7 +108,7 @@ def section_kinds(env: Env, schedules, objectives, space: SearchSpace, kinds: li
     print(f"{'kind':<15}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s (median of 3 sets)':>35}")
     done = {}
     for name in kinds:
-        kind, size, *flags = [*name.split(":"), ""] if ":" not in name else name.split(":")
+        kind, size, *flags = f"{name}:".split(":")  # "pool", "pool:1", "pool:1:noprobe:nospectrum", …
         cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble), probe="noprobe" not in flags)
         spectrum = "nospectrum" not in flags
         cv = done[cfg, spectrum] = cross_validate(schedules, objectives, env.ns, cfg, 5, 0,
