@@ -13,16 +13,16 @@ schedule; no torch state.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 
 import numpy as np
 import torch
-from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule, Step
+from schedsearch.solvers import AnalyticFirstStep, Corrector, Estimator, NoiseSchedule, Prediction, Schedule
+from schedsearch.solvers.schedule import StructureKey
+from schedsearch.solvers.step_table import StepTable, step_table
 
 from .probe import PROBE_FEATURES, probe_columns
 from .spectrum import ModelSpectrum
@@ -66,27 +66,32 @@ def _one_hot(value: object, options: Sequence[object]) -> list[float]:
     return [1.0 if value == o else 0.0 for o in options]
 
 
-@lru_cache(maxsize=1 << 16)
-def _decision_features(step: Step) -> tuple[float, ...]:
-    """The λ-free part of a step's row (a pure function of the frozen step, so memoised: searches repeat steps)."""
-    row = [step.order / 4.0]
-    row += _one_hot(step.order, (1, 2, 3, 4))
-    row += _one_hot(step.prediction, _PREDICTIONS)
-    row += _one_hot(step.estimator, _ESTIMATORS)
-    row += _one_hot(step.corrector, _CORRECTORS)
+#: the column of derivative k's relaxation in a step's decision features
+_RELAXATION_COLUMNS = [1 + 4 + len(_PREDICTIONS) + len(_ESTIMATORS) + len(_CORRECTORS) + k * (MAX_OFFSET + 1) + MAX_OFFSET
+                       for k in range(MAX_DERIVATIVES)]
+
+
+@lru_cache(maxsize=1 << 12)
+def _structure_features(key: StructureKey) -> tuple[float, ...]:
+    """The λ-free part of a step's row, but its relaxations (a pure function of the step's structure, so
+    memoised: a search space has a few hundred)."""
+    prediction, order, estimator, corrector, points = key
+    row = [order / 4.0]
+    row += _one_hot(order, (1, 2, 3, 4))
+    row += _one_hot(prediction, _PREDICTIONS)
+    row += _one_hot(estimator, _ESTIMATORS)
+    row += _one_hot(corrector, _CORRECTORS)
     for k in range(MAX_DERIVATIVES):
-        if k < len(step.derivatives):
-            d = step.derivatives[k]
-            row += [1.0 if -o in d.active_points else 0.0 for o in range(1, MAX_OFFSET + 1)]
-            row.append(float(d.relaxation) - 1.0)
-        else:
-            row += [0.0] * (MAX_OFFSET + 1)
+        active = points[k] if k < len(points) else ()
+        row += [1.0 if -o in active else 0.0 for o in range(1, MAX_OFFSET + 1)]
+        row.append(0.0)  # the relaxation's column: set per step
     return tuple(row)
 
 
-def _step_rows(schedules: Sequence[Schedule], lengths: np.ndarray, lam: np.ndarray,
-               lam_range: LambdaRange) -> np.ndarray:
-    """``[total steps, STEP_FEATURES]``: every schedule's rows in order, given λ at their concatenated times."""
+def _step_rows(schedules: Sequence[Schedule], lengths: np.ndarray, lam: np.ndarray, lam_range: LambdaRange,
+               table: StepTable) -> np.ndarray:
+    """``[total steps, STEP_FEATURES]``: every schedule's rows in order, given λ at their concatenated times
+    and the table of their steps."""
     finite = np.isfinite(lam)
     scaled = np.where(finite, 2.0 * (np.where(finite, lam, 0.0) - lam_range.lo) / (lam_range.hi - lam_range.lo) - 1.0,
                       1.5)
@@ -96,7 +101,11 @@ def _step_rows(schedules: Sequence[Schedule], lengths: np.ndarray, lam: np.ndarr
     out[:, 1] = scaled[start + 1]
     out[:, 2] = scaled[start + 1] - scaled[start]
     out[:, 3] = ~finite[start + 1]
-    out[:, 4:] = [_decision_features(step) for s in schedules for step in s.steps]
+    if len(table):
+        decisions = np.array([_structure_features(key) for key in table.structures], dtype=np.float32)
+        out[:, 4:] = decisions[table.structure]
+        for k, column in enumerate(_RELAXATION_COLUMNS[: table.relaxations.shape[1]]):
+            out[:, 4 + column] = table.relaxations[:, k] - 1.0  # 0 past a step's derivatives (relaxation 1)
     return out
 
 
@@ -108,17 +117,20 @@ def _concatenated_lambda(schedules: Sequence[Schedule], noise_schedule: NoiseSch
 def step_features(schedule: Schedule, lam_range: LambdaRange, noise_schedule: NoiseSchedule) -> np.ndarray:
     """``[num_steps, STEP_FEATURES]`` float32 features of ``schedule``."""
     return _step_rows([schedule], np.array([schedule.num_steps]), _concatenated_lambda([schedule], noise_schedule),
-                      lam_range)
+                      lam_range, step_table(schedule.steps))
 
 
-def _global_row(schedule: Schedule, guidance_scale: float | None) -> list[float]:
-    scale = schedule.guidance_scale if guidance_scale is None else guidance_scale
-    return [schedule.nfe / 10.0, *_one_hot(schedule.analytic_first_step, _ANALYTIC),
-            0.0 if scale is None else float(scale) / 10.0]
-
-
-def global_features(schedule: Schedule, guidance_scale: float | None = None) -> np.ndarray:
-    return np.asarray(_global_row(schedule, guidance_scale), dtype=np.float32)
+def global_features(schedules: Sequence[Schedule], guidance_scale: float | None = None) -> np.ndarray:
+    """``[B, GLOBAL_FEATURES]`` float32: NFE / 10, the analytical first step (one-hot) and the guidance scale / 10
+    (``guidance_scale``, else each schedule's own, else 0)."""
+    out = np.zeros((len(schedules), GLOBAL_FEATURES), dtype=np.float32)
+    out[:, 0] = np.fromiter((s.nfe for s in schedules), dtype=np.float64, count=len(schedules)) / 10.0
+    analytic = np.fromiter((_ANALYTIC.index(s.analytic_first_step) for s in schedules), dtype=np.int64,
+                           count=len(schedules))
+    out[np.arange(len(schedules)), 1 + analytic] = 1.0
+    scales = [s.guidance_scale for s in schedules] if guidance_scale is None else [guidance_scale]
+    out[:, -1] = np.array([0.0 if v is None else float(v) for v in scales]) / 10.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -139,39 +151,19 @@ class EncodedBatch:
 def encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule,
            guidance_scale: float | None = None, probe: bool = False, spectrum: ModelSpectrum | None = None
            ) -> EncodedBatch:
-    """One padded batch for ``schedules`` (of any lengths); λ of every time in one vectorised call."""
-    with _collector_paused():
-        return _encode(schedules, noise_schedule, guidance_scale, probe, spectrum)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused (and resumed if it ran before): encoding a batch allocates
-    hundreds of thousands of small acyclic objects (per-step rows and terms, memoised), and each allocation
-    burst would otherwise trigger full collections that scan every live object — encoding 10,000 new
-    schedules took about 1.5x as long with it running."""
-    running = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if running:
-            gc.enable()
-
-
-def _encode(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, guidance_scale: float | None,
-            probe: bool, spectrum: ModelSpectrum | None) -> EncodedBatch:
+    """One padded batch for ``schedules`` (of any lengths): λ of every time in one vectorised call, the
+    structure-only part of every step's row once per structure (:mod:`schedsearch.solvers.step_table`)."""
     lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
     longest = int(lengths.max(initial=1))
     extra = 0 if spectrum is None else spectrum.width
     steps = np.zeros((len(schedules), longest, step_width(probe, extra)), dtype=np.float32)
     mask = np.arange(longest) < lengths[:, None]
-    globs = np.zeros((len(schedules), GLOBAL_FEATURES), dtype=np.float32)
     if schedules:
         lam = _concatenated_lambda(schedules, noise_schedule)
-        steps[mask, :STEP_FEATURES] = _step_rows(schedules, lengths, lam, LambdaRange.of(noise_schedule))
+        table = step_table([step for s in schedules for step in s.steps])
+        steps[mask, :STEP_FEATURES] = _step_rows(schedules, lengths, lam, LambdaRange.of(noise_schedule), table)
         if probe or spectrum is not None:
             steps[..., STEP_FEATURES:] = np.where(mask[..., None],
-                                                  probe_columns(schedules, noise_schedule, probe, spectrum), 0.0)
-        globs[:] = [_global_row(s, guidance_scale) for s in schedules]
-    return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask), torch.from_numpy(globs))
+                                                  probe_columns(schedules, noise_schedule, probe, spectrum, table), 0.0)
+    return EncodedBatch(torch.from_numpy(steps), torch.from_numpy(mask),
+                        torch.from_numpy(global_features(schedules, guidance_scale)))

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from schedsearch.solvers import NoiseSchedule, Schedule
 from schedsearch.solvers.plan import DensePlans, dense_plans
+from schedsearch.solvers.step_table import StepTable
 
 from .spectrum import ModelSpectrum
 
@@ -97,10 +98,10 @@ def spectrum_errors_padded(schedules: Sequence[Schedule], noise_schedule: NoiseS
 
 
 def probe_columns(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, probe: bool,
-                  spectrum: ModelSpectrum | None) -> np.ndarray:
+                  spectrum: ModelSpectrum | None, table: StepTable | None = None) -> np.ndarray:
     """``[B, longest, K]`` float32: the compressed errors on Gaussian data (with ``probe``), then on the model's
-    spectrum (with one), from one compilation of the plans."""
-    plans = dense_plans(schedules, noise_schedule)
+    spectrum (with one), from one compilation of the plans (``table``: their steps', if the caller has it)."""
+    plans = dense_plans(schedules, noise_schedule, table)
     laws = ([_gaussian_law(plans)] if probe else []) + \
         ([] if spectrum is None else [_spectrum_law(plans, noise_schedule, spectrum)])
     c, exact = (np.concatenate(parts, -1) for parts in zip(*laws, strict=True))
@@ -152,16 +153,18 @@ def _relative_errors(plans: DensePlans, c: np.ndarray, exact: np.ndarray) -> np.
         x = x_prev = np.ones((count, width))
         for i in range(steps):
             seen[:, i] = x
+            upto = slice(0, i + 1)  # the points seen so far: no update reads a later one
             if i > 0 and plans.corrected[:, i - 1].any():
                 fix = plans.corrected[:, i - 1, None]
-                weights = plans.corrector_data[:, i - 1, :, None] * c + plans.corrector_noise[:, i - 1, :, None] * e
-                x = np.where(fix, plans.corrector_ratio[:, i - 1, None] * x_prev + (weights * seen).sum(1), x)
+                weights = (plans.corrector_data[:, i - 1, upto, None] * c[:, upto]
+                           + plans.corrector_noise[:, i - 1, upto, None] * e[:, upto])
+                x = np.where(fix, plans.corrector_ratio[:, i - 1, None] * x_prev + (weights * seen[:, upto]).sum(1), x)
                 seen[:, i] = np.where(plans.implicit[:, i - 1, None], x, seen[:, i])
             if i > 0:
                 after[:, i - 1] = seen[:, i]
             x_prev = x
-            weights = plans.data[:, i, :, None] * c + plans.noise[:, i, :, None] * e
-            x = plans.ratio[:, i, None] * x + (weights * seen).sum(1)
+            weights = plans.data[:, i, upto, None] * c[:, upto] + plans.noise[:, i, upto, None] * e[:, upto]
+            x = plans.ratio[:, i, None] * x + (weights * seen[:, upto]).sum(1)
             done = plans.lengths - 1 == i
             after[done, i] = x[done]
         r = after / exact[:, 1:] - 1.0

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain
-from typing import NamedTuple, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -33,7 +32,8 @@ from .coefficients import (
 )
 from .errors import ScheduleError
 from .noise_schedules import NoiseSchedule
-from .schedule import AnalyticFirstStep, Corrector, Estimator, Prediction, Schedule, Step
+from .schedule import AnalyticFirstStep, Corrector, Estimator, Prediction, Schedule, Step, StructureKey
+from .step_table import StepTable, step_table, structure_derivatives
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,8 @@ class DensePlans:
     analytic: np.ndarray
 
 
-def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> DensePlans:
+def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, table: StepTable | None = None
+                ) -> DensePlans:
     """The plans of ``schedules`` (checked as :func:`compile_plan` checks them) in one vectorised pass.
 
     A Taylor or B(h) update is its first-order term plus one term per estimated derivative
@@ -200,7 +201,8 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) ->
     step of every schedule at once: the first-order terms by prediction, each derivative term by prediction,
     its index k, its number of points and (for D_1 from one point) the estimator — a few dozen calls of the
     coefficient formulas on arrays for any number of schedules. Free and iPNDM steps share a call per
-    structure. Every coefficient equals :func:`compile_plan`'s to rounding.
+    structure. Every coefficient equals :func:`compile_plan`'s to rounding. ``table``: the
+    :func:`~.step_table.step_table` of the schedules' steps, if the caller has it already.
     """
     count = len(schedules)
     lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
@@ -209,6 +211,9 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) ->
     for b, s in enumerate(schedules):
         times[b, : lengths[b] + 1] = s.timesteps
     steps = [step for s in schedules for step in s.steps]
+    table = step_table(steps) if table is None else table
+    if len(table) != len(steps):
+        raise ValueError(f"dense_plans: a table of {len(table)} steps for {len(steps)}")
     owner = np.repeat(np.arange(count), lengths)  # step → its schedule b, and its index i there
     _check_all(schedules, times, lengths, steps, owner, noise_schedule)
     lam = np.asarray(noise_schedule.lambda_(times.ravel()), dtype=np.float64).reshape(times.shape)
@@ -219,30 +224,29 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) ->
                      np.zeros(shape3), np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
     index = np.arange(len(steps)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     to_data = (index == lengths[owner] - 1) & np.array([s.ends_at_data for s in schedules], dtype=bool)[owner]
-    rows = [_terms(step) for step in steps]  # None: a free or iPNDM step
-    general = np.array([r is not None for r in rows], dtype=bool)
-    _fill_general(out, [r for r in rows if r is not None], np.flatnonzero(general), owner, index, to_data, lam,
-                  schedules, noise_schedule)
+    terms = _TermTable.of(table.structures)
+    general = terms.general[table.structure]
+    _fill_general(out, terms, table, np.flatnonzero(general), owner, index, to_data, lam, schedules, noise_schedule)
     others: dict[tuple, list] = {}  # free and iPNDM steps, by structure
     for g in np.flatnonzero(~general).tolist():
         step, b, i = steps[g], int(owner[g]), int(index[g])
-        structure = (step.prediction, step.order, step.estimator, tuple(d.active_points for d in step.derivatives))
-        others.setdefault((*structure, bool(to_data[g]), step.weights, False), []).append((b, i, step))
+        structure = int(table.structure[g])
+        others.setdefault((structure, bool(to_data[g]), step.weights, False), []).append((b, i, step))
         if step.corrector is not Corrector.NONE:
-            others.setdefault((*structure, step.corrector_weights, True), []).append((b, i, step))
+            others.setdefault((structure, step.corrector_weights, True), []).append((b, i, step))
     for key, members in others.items():
         _fill_structure(out, members, lam, key[-1], schedules, noise_schedule)
     return out
 
 
-def _fill_general(out: DensePlans, rows: list[_StepTerms], where: np.ndarray, owner: np.ndarray, index: np.ndarray,
-                  to_data: np.ndarray, lam: np.ndarray, schedules: Sequence[Schedule],
+def _fill_general(out: DensePlans, terms: _TermTable, table: StepTable, where: np.ndarray, owner: np.ndarray,
+                  index: np.ndarray, to_data: np.ndarray, lam: np.ndarray, schedules: Sequence[Schedule],
                   noise_schedule: NoiseSchedule) -> None:
-    """The Taylor / B(h) steps ``where`` (in the flat list of all steps; ``rows`` their terms): first-order terms by
-    prediction and by whether the step ends at the data, then each kind of derivative term."""
-    noise = np.array([r.noise for r in rows], dtype=bool)
-    corrected = np.array([r.corrected for r in rows], dtype=bool)
-    implicit = np.array([r.implicit for r in rows], dtype=bool)
+    """The Taylor / B(h) steps ``where`` (in the flat list of all steps): first-order terms by prediction and by
+    whether the step ends at the data, then each kind of derivative term (``terms`` by the steps' structures in
+    ``table``, their relaxations from it)."""
+    structure = table.structure[where]
+    noise, corrected, implicit = terms.noise[structure], terms.corrected[structure], terms.implicit[structure]
     h_z_scale = np.zeros((3, *out.ratio.shape))
     for prediction in (Prediction.DATA, Prediction.NOISE):
         for end in (False, True):
@@ -251,21 +255,19 @@ def _fill_general(out: DensePlans, rows: list[_StepTerms], where: np.ndarray, ow
                 g = where[pick]
                 _fill_first(out, h_z_scale, prediction, end, owner[g], index[g], corrected[pick], implicit[pick], lam,
                             schedules, noise_schedule)
-    counts = np.array([len(r.codes) for r in rows], dtype=np.int64)
-    if not counts.sum():
+    present = terms.codes[structure] >= 0  # [steps, most terms]: each step's terms, in order
+    if not present.any():
         return
-    term_step = np.repeat(where, counts)
-    codes = np.fromiter(chain.from_iterable(r.codes for r in rows), dtype=np.int64)
-    sizes = codes % _POINTS_RADIX
-    relaxations = np.fromiter(chain.from_iterable(r.relaxations for r in rows), dtype=np.float64)
-    points = np.fromiter(chain.from_iterable(r.points for r in rows), dtype=np.int64)
-    starts = np.cumsum(sizes) - sizes
+    term_step = np.broadcast_to(where[:, None], present.shape)[present]
+    codes = terms.codes[structure][present]
+    relaxations = np.take_along_axis(table.relaxations[where], terms.slots[structure], 1)[present]
+    points = terms.points[structure][present]  # [terms, most points]
     for code in np.unique(codes).tolist():
         pick = np.flatnonzero(codes == code)
         g = term_step[pick]
         key = _decode_term(code)
-        _fill_term(out, h_z_scale, key, owner[g], index[g], points[starts[pick, None] + np.arange(key[-1])],
-                   relaxations[pick], lam, schedules, noise_schedule)
+        _fill_term(out, h_z_scale, key, owner[g], index[g], points[pick, : key[-1]], relaxations[pick], lam,
+                   schedules, noise_schedule)
 
 
 _ESTIMATOR_CODES = (Estimator.TAYLOR, Estimator.BH1, Estimator.BH2)
@@ -285,36 +287,60 @@ def _decode_term(code: int) -> tuple[bool, Prediction, int, Estimator, int]:
     return bool(corrector), Prediction.NOISE if noise else Prediction.DATA, k, _ESTIMATOR_CODES[estimator], points
 
 
-class _StepTerms(NamedTuple):
-    """A Taylor / B(h) step as flat tuples: its prediction, corrector, and the derivative terms of its predictor (and
-    corrector) — each term's code (:func:`_encode_term`, which holds its number of points), relaxation, and its
-    points (offsets from the step's start, 1 its end) concatenated."""
+@dataclass(frozen=True)
+class _TermTable:
+    """Per structure (:attr:`~.schedule.Step.structure`): whether it is a Taylor / B(h) step (``general``; free
+    and iPNDM steps are not), its prediction, corrector, and the derivative terms of its predictor (then its
+    corrector), padded: each term's code (:func:`_encode_term`, which holds its number of points; −1 past the
+    structure's terms), the column of the step's relaxations it reads (derivative k reads column k − 1; the
+    corrector's extra derivative the last column, 1.0), and its points (offsets from the step's start, 1 its
+    end; padded with 0)."""
 
-    noise: bool
-    corrected: bool
-    implicit: bool
-    codes: tuple[int, ...]
-    relaxations: tuple[float, ...]
-    points: tuple[int, ...]
+    general: np.ndarray
+    noise: np.ndarray
+    corrected: np.ndarray
+    implicit: np.ndarray
+    codes: np.ndarray
+    slots: np.ndarray
+    points: np.ndarray
+
+    @classmethod
+    def of(cls, structures: Sequence[StructureKey]) -> _TermTable:
+        rows = [_structure_terms(key) for key in structures]
+        count = len(rows)
+        most_terms = max((len(r[0]) for r in rows), default=0)
+        most_points = max((len(p) for r in rows for p in r[2]), default=0)
+        codes = np.full((count, most_terms), -1, dtype=np.int64)
+        slots = np.zeros((count, most_terms), dtype=np.int64)
+        points = np.zeros((count, most_terms, most_points), dtype=np.int64)
+        for u, (c, sl, pts) in enumerate(rows):
+            codes[u, : len(c)], slots[u, : len(sl)] = c, sl
+            for m, p in enumerate(pts):
+                points[u, m, : len(p)] = p
+        general = np.array([key[2] not in (Estimator.FREE, Estimator.IPNDM) for key in structures], dtype=bool)
+        corrected = np.array([key[3] is not Corrector.NONE for key in structures], dtype=bool)
+        return cls(general, np.array([key[0] is Prediction.NOISE for key in structures], dtype=bool),
+                   corrected & general, np.array([key[3] is Corrector.IMPLICIT for key in structures], dtype=bool),
+                   codes, slots, points)
 
 
-@lru_cache(maxsize=1 << 15)
-def _terms(step: Step) -> _StepTerms | None:
-    """:class:`_StepTerms` of a Taylor / B(h) step; None for free and iPNDM steps (memoised: searches repeat steps;
-    32,768 steps, tens of MB at most)."""
-    if step.estimator in (Estimator.FREE, Estimator.IPNDM):
-        return None
-    codes, relaxations, points = [], [], []
-    corrected = step.corrector is not Corrector.NONE
-    for corrector in (False, True) if corrected else (False,):
-        specs = derivative_specs(step.derivatives, new_point=1 if corrector else None)
-        for k, (pts, relaxation) in enumerate(specs, start=1):
-            estimator = step.estimator if k == 1 and len(pts) == 1 else Estimator.TAYLOR
-            codes.append(_encode_term(corrector, step.prediction, k, estimator, len(pts)))
-            relaxations.append(float(relaxation))
-            points.extend(pts)
-    return _StepTerms(step.prediction is Prediction.NOISE, corrected, step.corrector is Corrector.IMPLICIT,
-                      tuple(codes), tuple(relaxations), tuple(points))
+@lru_cache(maxsize=1 << 12)
+def _structure_terms(key: StructureKey) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """The codes, relaxation columns and points of a structure's derivative terms (none for free and iPNDM
+    steps; memoised: a search space has a few hundred structures)."""
+    prediction, _, estimator, corrector_kind, _ = key
+    if estimator in (Estimator.FREE, Estimator.IPNDM):
+        return (), (), ()
+    derivatives = structure_derivatives(key)
+    codes, slots, points = [], [], []
+    for corrector in (False, True) if corrector_kind is not Corrector.NONE else (False,):
+        specs = derivative_specs(derivatives, new_point=1 if corrector else None)
+        for k, (pts, _) in enumerate(specs, start=1):
+            term_estimator = estimator if k == 1 and len(pts) == 1 else Estimator.TAYLOR
+            codes.append(_encode_term(corrector, prediction, k, term_estimator, len(pts)))
+            slots.append(k - 1)  # past the step's derivatives (the corrector's extra one) the column reads 1.0
+            points.append(pts)
+    return tuple(codes), tuple(slots), tuple(points)
 
 
 def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> NoReturn:

@@ -87,6 +87,10 @@ class Derivative:
     relaxation: float = 1.0
 
 
+#: a step's structure (:attr:`Step.structure`)
+StructureKey = tuple[Prediction, int, Estimator, Corrector, tuple[tuple[int, ...], ...]]
+
+
 @dataclass(frozen=True)
 class Step:
     """The decision for one interval t_i → t_{i+1}.
@@ -118,6 +122,15 @@ class Step:
         object.__setattr__(self, "corrector_weights", tuple((int(j), float(w)) for j, w in self.corrector_weights))
         if self.model_time is not None:
             object.__setattr__(self, "model_time", float(self.model_time))
+        object.__setattr__(self, "_structure", (self.prediction, self.order, self.estimator, self.corrector,
+                                                tuple([d.active_points for d in self.derivatives])))
+
+    @property
+    def structure(self) -> StructureKey:
+        """Its discrete decisions: prediction, order, estimator, corrector and each derivative's active points
+        (what steps of a search share; their relaxations, weights and model times vary). Kept from construction:
+        tables of many steps read it (:mod:`.step_table`)."""
+        return self._structure  # type: ignore[attr-defined]
 
     @property
     def points(self) -> tuple[int, ...]:

@@ -247,3 +247,22 @@ def test_dense_plans_refuse_what_compile_plan_refuses(bad, where):
     with pytest.raises(ScheduleError) as batch:
         dense_plans([SCHEDULE, bad, SCHEDULE], NS)
     assert str(batch.value) == str(single.value) and where in str(single.value)
+
+
+def test_a_step_table_shares_structures_and_keeps_each_steps_relaxations():
+    """Steps that differ only in relaxations (or model time) share a structure; the table keeps their relaxations,
+    1.0 past each step's derivatives; a pickled step keeps its structure."""
+    import pickle
+
+    from schedsearch.solvers.step_table import step_table
+
+    a = Step("data", 3, (Derivative((-1, -2), 0.7), Derivative((-1, -2), 1.2)), corrector="pseudo")
+    b = Step("data", 3, (Derivative((-1, -2), 0.9), Derivative((-1, -2), 1.0)), corrector="pseudo", model_time=4.0)
+    c = Step("data", 3, (Derivative((-1, -3), 0.7), Derivative((-1, -2), 1.2)), corrector="pseudo")
+    table = step_table([a, Step(), b, c, Step("noise", 2, (Derivative((-1,), 1.4),))])
+    assert table.structure.tolist() == [0, 1, 0, 2, 3]
+    assert table.structures[0] == ("data", 3, "taylor", "pseudo", ((-1, -2), (-1, -2)))
+    assert table.relaxations.tolist() == [[0.7, 1.2, 1.0], [1.0, 1.0, 1.0], [0.9, 1.0, 1.0], [0.7, 1.2, 1.0],
+                                          [1.4, 1.0, 1.0]]
+    assert pickle.loads(pickle.dumps(a)).structure == a.structure
+    assert len(step_table([])) == 0

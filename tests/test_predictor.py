@@ -8,7 +8,7 @@ import torch
 from schedsearch.predictors.encoding import GLOBAL_FEATURES, STEP_FEATURES, LambdaRange, encode, step_features
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
 from schedsearch.search.space import SearchSpace, SpaceSpec
-from schedsearch.solvers import load_model
+from schedsearch.solvers import EDM, Derivative, Schedule, Step, load_model
 
 MODEL = load_model("builtin:gmm-ring")
 SPACE = SearchSpace(SpaceSpec(nfe=(3, 5, 8)), MODEL.noise_schedule, has_data_mean=True)
@@ -24,6 +24,10 @@ def test_encoding_pads_variable_lengths_with_a_mask():
     batch = encode(schedules, MODEL.noise_schedule)
     assert batch.steps.shape == (12, max(s.num_steps for s in schedules), STEP_FEATURES)
     assert batch.globals.shape == (12, GLOBAL_FEATURES)
+    assert batch.globals[:, 0].tolist() == pytest.approx([s.nfe / 10 for s in schedules])
+    analytic = [(None, "zero", "mean").index(s.analytic_first_step and s.analytic_first_step.value) for s in schedules]
+    assert batch.globals[:, 1:4].argmax(1).tolist() == analytic and (batch.globals[:, 1:4].sum(1) == 1).all()
+    assert (batch.globals[:, 4] == 0).all() and (encode(schedules, MODEL.noise_schedule, 3.0).globals[:, 4] == 0.3).all()
     assert batch.mask.sum(1).tolist() == [s.num_steps for s in schedules]
     assert torch.isfinite(batch.steps).all() and (batch.steps[~batch.mask] == 0).all()
     again = encode(schedules[3:4], MODEL.noise_schedule)  # a schedule's rows do not depend on its batch
@@ -86,3 +90,32 @@ def test_an_ensemble_scores_each_schedule_alone_and_one_network_checkpoints_stil
     assert np.allclose(old.predict(held), single(old._encode(held)).detach().double().numpy())
     with pytest.raises(ValueError, match="ensemble"):
         PredictorConfig(ensemble=0)
+
+
+def test_a_steps_row_reads_its_own_decisions():
+    """Each step's row holds its order, prediction, estimator, corrector, derivative points and relaxations where
+    the layout says (steps of one structure share all but their relaxations)."""
+    steps = (Step(), Step("data", 2, (Derivative((-1,), 0.8),)),
+             Step("noise", 2, (Derivative((-1,), 1.2),), "implicit", "bh1"),
+             Step("data", 3, (Derivative((-1, -2), 0.7), Derivative((-2, -3), 1.3)), "pseudo", "bh2"),
+             Step("noise", 4, estimator="ipndm"))
+    schedule = Schedule("edm", (80.0, 20.0, 5.0, 1.0, 0.3, 0.002), steps)
+    rows = step_features(schedule, LambdaRange.of(EDM()), EDM())[:, 4:]
+
+    def expected(order, prediction, estimator, corrector, derivatives):
+        row = [order / 4, *(float(order == o) for o in (1, 2, 3, 4)),
+               float(prediction == "data"), float(prediction == "noise"),
+               *(float(estimator == e) for e in ("taylor", "bh1", "bh2", "ipndm")),
+               *(float(corrector == c) for c in ("none", "pseudo", "implicit"))]
+        for k in range(3):
+            points, relaxation = derivatives[k] if k < len(derivatives) else ((), 1.0)
+            row += [float(-o in points) for o in (1, 2, 3, 4)] + [relaxation - 1.0]
+        return row
+
+    want = [expected(1, "data", "taylor", "none", []),
+            expected(2, "data", "taylor", "none", [((-1,), 0.8)]),
+            expected(2, "noise", "bh1", "implicit", [((-1,), 1.2)]),
+            expected(3, "data", "bh2", "pseudo", [((-1, -2), 0.7), ((-2, -3), 1.3)]),
+            expected(4, "noise", "ipndm", "none", [((-1, -2, -3), 1.0)] * 3)]  # one fit through 3 points
+    assert rows.shape == (5, len(want[0]))
+    np.testing.assert_allclose(rows, np.array(want, dtype=np.float32), atol=1e-7)
