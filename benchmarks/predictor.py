@@ -19,7 +19,9 @@ FID on trials the predictor never saw.
 - training size: τ on a fixed held-out fifth with 25 … all of the rest;
 - transfer: an NFE-5 predictor fine-tuned with 50 NFE-6 trials (on them alone, and on them
   beside the NFE-5 trials it learnt from) against one trained from scratch on 200 NFE-6
-  trials, all tested on the other NFE-6 trials.
+  trials, all tested on the other NFE-6 trials;
+- speed: seconds to rank 10,000 new candidates (``--speed-sets`` sets, min and median, the share spent
+  encoding them) against the one-second target, and the seconds to breed and decode them.
 
     .venv/bin/python benchmarks/predictor.py                         # runs the data searches (≈ 2 h)
     .venv/bin/python benchmarks/predictor.py --data sqlite:///runs.db
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from schedsearch.predictors.encoding import encode
 from schedsearch.predictors.evaluation import cross_validate
 from schedsearch.predictors.predictor import Predictor, PredictorConfig, kendall_tau
 from schedsearch.predictors.spectrum import ModelSpectrum, model_spectrum
@@ -102,8 +105,8 @@ def section_kinds(env: Env, schedules, objectives, space: SearchSpace, kinds: li
     print("\n## network kinds (5-fold held-out τ, all trials; kind:N = an ensemble of N, default 5; "
           ":noprobe = without the Gaussian probe's rows, :nospectrum = without the model spectrum's)")
     rng = np.random.default_rng(0)
-    # three sets of 10,000 new random schedules: a search ranks schedules it has not seen (the memos of steps
-    # carry over from set to set, as from round to round of a search)
+    # three sets of 10,000 new random schedules: a search ranks schedules it has not seen (the memos of step
+    # structures carry over from set to set, as from round to round of a search)
     sets = [[space.decode(space.random(rng)) for _ in range(10_000)] for _ in range(3)]
     print(f"{'kind':<15}{'τ':>14}{'fit s (4/5 of data)':>22}{'rank 10,000 s (median of 3 sets)':>35}")
     done = {}
@@ -208,6 +211,36 @@ def section_transfer(env: Env, schedules, objectives) -> None:
     print(f"{'from scratch on 200 NFE-6':<40}{tau(scratch):>7.3f}", flush=True)
 
 
+def section_speed(env: Env, schedules, objectives, space: SearchSpace, kinds: list[str], repeats: int) -> None:
+    """Seconds to rank 10,000 new candidates (fitted on 4/5 of the trials; a new set each time), against the
+    issue's one-second target; beside it, what breeding and decoding 10,000 candidates costs."""
+    print(f"\n## ranking speed (10,000 new candidates per set, {repeats} sets, one thread)")
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    parents = [space.random(rng) for _ in range(100)]
+    genomes = [space.mutate(parents[k % 100], rng) for k in range(10_000 * repeats)]
+    sets = [[space.decode(g) for g in genomes[k * 10_000: (k + 1) * 10_000]] for k in range(repeats)]
+    breed = (time.perf_counter() - start) / repeats
+    print(f"breeding and decoding 10,000 candidates (mutations of 100 parents): {breed:.2f} s")
+    print(f"{'kind':<28}{'min s':>8}{'median s':>10}{'encode share':>14}{'median / 1 s':>14}")
+    n = int(len(schedules) * 0.8)
+    for name in kinds:
+        kind, size, *flags = f"{name}:".split(":")
+        cfg = PredictorConfig(kind=kind, ensemble=int(size or PredictorConfig.ensemble), probe="noprobe" not in flags)
+        p = fit(env, schedules[:n], objectives[:n], cfg, spectrum="nospectrum" not in flags)
+        total, encoding = [], []
+        for candidates in sets:
+            start = time.perf_counter()
+            p.predict(candidates)
+            total.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            encode(candidates, env.ns, None, cfg.probe, p.spectrum)
+            encoding.append(time.perf_counter() - start)
+        median = float(np.median(total))
+        print(f"{name:<28}{min(total):>8.3f}{median:>10.3f}{np.median(encoding) / median:>14.0%}{median:>14.2f}",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="database with the digits-data searches (run here when missing)")
@@ -216,7 +249,10 @@ def main() -> None:
                         help="draws of the held-out noise per re-measured trial (FID's noise shrinks with more)")
     parser.add_argument("--kinds", default="pool,pool:5:nospectrum,pool:1,pool:1:nospectrum,pool:1:noprobe:nospectrum,lstm",
                         help="networks of the kinds section (kind[:ensemble][:noprobe][:nospectrum])")
-    parser.add_argument("--sections", default="kinds,nfe,ceiling,size,transfer")
+    parser.add_argument("--sections", default="kinds,nfe,ceiling,size,transfer,speed")
+    parser.add_argument("--speed-kinds", default="pool:1:nospectrum,pool:1,pool",
+                        help="networks of the speed section (as --kinds)")
+    parser.add_argument("--speed-sets", type=int, default=5, help="sets of 10,000 candidates the speed section ranks")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.data or f"sqlite:///{Path(tmp) / 'data.db'}"
@@ -242,6 +278,8 @@ def main() -> None:
             section_size(env, schedules, objectives)
         if "transfer" in sections:
             section_transfer(env, schedules, objectives)
+        if "speed" in sections:
+            section_speed(env, schedules, objectives, space, args.speed_kinds.split(","), args.speed_sets)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 from typing import NoReturn
 
 import numpy as np
@@ -208,8 +209,8 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, ta
     lengths = np.array([s.num_steps for s in schedules], dtype=np.int64)
     n = int(lengths.max(initial=1))
     times = np.full((count, n + 1), float(noise_schedule.t_max))
-    for b, s in enumerate(schedules):
-        times[b, : lengths[b] + 1] = s.timesteps
+    times[np.arange(n + 1) < lengths[:, None] + 1] = np.fromiter(
+        chain.from_iterable(s.timesteps for s in schedules), dtype=np.float64, count=int(lengths.sum()) + count)
     steps = [step for s in schedules for step in s.steps]
     table = step_table(steps) if table is None else table
     if len(table) != len(steps):
@@ -218,15 +219,17 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, ta
     _check_all(schedules, times, lengths, steps, owner, noise_schedule)
     lam = np.asarray(noise_schedule.lambda_(times.ravel()), dtype=np.float64).reshape(times.shape)
     alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(times.shape) for v in noise_schedule.alpha_sigma(times.ravel()))
-    shape2, shape3 = (count, n), (count, n, n + 1)
-    out = DensePlans(lengths, alpha, sigma, np.zeros(shape2), np.zeros(shape3), np.zeros(shape3),
-                     np.zeros(shape2, dtype=bool), np.zeros(shape2, dtype=bool), np.zeros(shape2), np.zeros(shape3),
-                     np.zeros(shape3), np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
+    shape2 = (count, n)
+    weights = np.zeros((4, count, n, n + 1))  # _TARGETS: one array, so that a term's members may write to any
+    out = DensePlans(lengths, alpha, sigma, np.zeros(shape2), weights[0], weights[1],
+                     np.zeros(shape2, dtype=bool), np.zeros(shape2, dtype=bool), np.zeros(shape2), weights[2],
+                     weights[3], np.array([s.analytic_first_step is not None for s in schedules], dtype=bool))
     index = np.arange(len(steps)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     to_data = (index == lengths[owner] - 1) & np.array([s.ends_at_data for s in schedules], dtype=bool)[owner]
     terms = _TermTable.of(table.structures)
     general = terms.general[table.structure]
-    _fill_general(out, terms, table, np.flatnonzero(general), owner, index, to_data, lam, schedules, noise_schedule)
+    _fill_general(out, weights, terms, table, np.flatnonzero(general), owner, index, to_data, lam, schedules,
+                  noise_schedule)
     others: dict[tuple, list] = {}  # free and iPNDM steps, by structure
     for g in np.flatnonzero(~general).tolist():
         step, b, i = steps[g], int(owner[g]), int(index[g])
@@ -239,12 +242,12 @@ def dense_plans(schedules: Sequence[Schedule], noise_schedule: NoiseSchedule, ta
     return out
 
 
-def _fill_general(out: DensePlans, terms: _TermTable, table: StepTable, where: np.ndarray, owner: np.ndarray,
-                  index: np.ndarray, to_data: np.ndarray, lam: np.ndarray, schedules: Sequence[Schedule],
-                  noise_schedule: NoiseSchedule) -> None:
+def _fill_general(out: DensePlans, weights: np.ndarray, terms: _TermTable, table: StepTable, where: np.ndarray,
+                  owner: np.ndarray, index: np.ndarray, to_data: np.ndarray, lam: np.ndarray,
+                  schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
     """The Taylor / B(h) steps ``where`` (in the flat list of all steps): first-order terms by prediction and by
     whether the step ends at the data, then each kind of derivative term (``terms`` by the steps' structures in
-    ``table``, their relaxations from it)."""
+    ``table``, their relaxations from it), added to ``weights`` (out's four weight arrays, :data:`_TARGETS`)."""
     structure = table.structure[where]
     noise, corrected, implicit = terms.noise[structure], terms.corrected[structure], terms.implicit[structure]
     h_z_scale = np.zeros((3, *out.ratio.shape))
@@ -260,31 +263,32 @@ def _fill_general(out: DensePlans, terms: _TermTable, table: StepTable, where: n
         return
     term_step = np.broadcast_to(where[:, None], present.shape)[present]
     codes = terms.codes[structure][present]
+    targets = terms.targets[structure][present]
     relaxations = np.take_along_axis(table.relaxations[where], terms.slots[structure], 1)[present]
     points = terms.points[structure][present]  # [terms, most points]
     for code in np.unique(codes).tolist():
         pick = np.flatnonzero(codes == code)
         g = term_step[pick]
         key = _decode_term(code)
-        _fill_term(out, h_z_scale, key, owner[g], index[g], points[pick, : key[-1]], relaxations[pick], lam,
-                   schedules, noise_schedule)
+        _fill_term(weights, h_z_scale, key, targets[pick], owner[g], index[g], points[pick, : key[-1]],
+                   relaxations[pick], lam, schedules, noise_schedule)
 
 
 _ESTIMATOR_CODES = (Estimator.TAYLOR, Estimator.BH1, Estimator.BH2)
 _POINTS_RADIX = 1 << 20  # a derivative term's code: its kind · radix + its number of points
+#: the weight arrays a term adds to, by index: (corrector, prediction)
+_TARGETS = ((False, Prediction.DATA), (False, Prediction.NOISE), (True, Prediction.DATA), (True, Prediction.NOISE))
 
 
-def _encode_term(corrector: bool, prediction: Prediction, k: int, estimator: Estimator, points: int) -> int:
-    kind = ((int(corrector) * 2 + (prediction is Prediction.NOISE)) * 3 + _ESTIMATOR_CODES.index(estimator)) * 64 + k
-    return kind * _POINTS_RADIX + points
+def _encode_term(k: int, estimator: Estimator, points: int) -> int:
+    """A derivative term's kind (the formulas it takes), as one integer: its k, estimator and number of points."""
+    return (_ESTIMATOR_CODES.index(estimator) * 64 + k) * _POINTS_RADIX + points
 
 
-def _decode_term(code: int) -> tuple[bool, Prediction, int, Estimator, int]:
+def _decode_term(code: int) -> tuple[int, Estimator, int]:
     kind, points = divmod(code, _POINTS_RADIX)
-    rest, k = divmod(kind, 64)
-    rest, estimator = divmod(rest, 3)
-    corrector, noise = divmod(rest, 2)
-    return bool(corrector), Prediction.NOISE if noise else Prediction.DATA, k, _ESTIMATOR_CODES[estimator], points
+    estimator, k = divmod(kind, 64)
+    return k, _ESTIMATOR_CODES[estimator], points
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ class _TermTable:
     """Per structure (:attr:`~.schedule.Step.structure`): whether it is a Taylor / B(h) step (``general``; free
     and iPNDM steps are not), its prediction, corrector, and the derivative terms of its predictor (then its
     corrector), padded: each term's code (:func:`_encode_term`, which holds its number of points; −1 past the
-    structure's terms), the column of the step's relaxations it reads (derivative k reads column k − 1; the
+    structure's terms), the weights it adds to (an index into :data:`_TARGETS`), the column of the step's relaxations it reads (derivative k reads column k − 1; the
     corrector's extra derivative the last column, 1.0), and its points (offsets from the step's start, 1 its
     end; padded with 0)."""
 
@@ -301,46 +305,54 @@ class _TermTable:
     corrected: np.ndarray
     implicit: np.ndarray
     codes: np.ndarray
+    targets: np.ndarray
     slots: np.ndarray
     points: np.ndarray
 
     @classmethod
     def of(cls, structures: Sequence[StructureKey]) -> _TermTable:
         rows = [_structure_terms(key) for key in structures]
-        count = len(rows)
-        most_terms = max((len(r[0]) for r in rows), default=0)
-        most_points = max((len(p) for r in rows for p in r[2]), default=0)
-        codes = np.full((count, most_terms), -1, dtype=np.int64)
-        slots = np.zeros((count, most_terms), dtype=np.int64)
-        points = np.zeros((count, most_terms, most_points), dtype=np.int64)
-        for u, (c, sl, pts) in enumerate(rows):
-            codes[u, : len(c)], slots[u, : len(sl)] = c, sl
-            for m, p in enumerate(pts):
-                points[u, m, : len(p)] = p
+        term_counts = np.fromiter((len(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+        present = np.arange(int(term_counts.max(initial=0))) < term_counts[:, None]  # [structures, most terms]
+        codes = np.full(present.shape, -1, dtype=np.int64)
+        codes[present] = np.fromiter(chain.from_iterable(r[0] for r in rows), dtype=np.int64)
+        targets = np.zeros(present.shape, dtype=np.int64)
+        targets[present] = np.fromiter(chain.from_iterable(r[1] for r in rows), dtype=np.int64)
+        slots = np.zeros(present.shape, dtype=np.int64)
+        slots[present] = np.fromiter(chain.from_iterable(r[2] for r in rows), dtype=np.int64)
+        term_points = [p for r in rows for p in r[3]]  # every term's points, in the order of ``present``
+        point_counts = np.fromiter(map(len, term_points), dtype=np.int64, count=len(term_points))
+        has_point = np.arange(int(point_counts.max(initial=0))) < point_counts[:, None]
+        flat = np.zeros(has_point.shape, dtype=np.int64)
+        flat[has_point] = np.fromiter(chain.from_iterable(term_points), dtype=np.int64)
+        points = np.zeros((*present.shape, has_point.shape[1]), dtype=np.int64)
+        points[present] = flat
         general = np.array([key[2] not in (Estimator.FREE, Estimator.IPNDM) for key in structures], dtype=bool)
         corrected = np.array([key[3] is not Corrector.NONE for key in structures], dtype=bool)
         return cls(general, np.array([key[0] is Prediction.NOISE for key in structures], dtype=bool),
                    corrected & general, np.array([key[3] is Corrector.IMPLICIT for key in structures], dtype=bool),
-                   codes, slots, points)
+                   codes, targets, slots, points)
 
 
 @lru_cache(maxsize=1 << 12)
-def _structure_terms(key: StructureKey) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    """The codes, relaxation columns and points of a structure's derivative terms (none for free and iPNDM
-    steps; memoised: a search space has a few hundred structures)."""
+def _structure_terms(key: StructureKey
+                     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """The codes, targets, relaxation columns and points of a structure's derivative terms (none for free and
+    iPNDM steps; memoised: a search space has a few hundred structures)."""
     prediction, _, estimator, corrector_kind, _ = key
     if estimator in (Estimator.FREE, Estimator.IPNDM):
-        return (), (), ()
+        return (), (), (), ()
     derivatives = structure_derivatives(key)
-    codes, slots, points = [], [], []
+    codes, targets, slots, points = [], [], [], []
     for corrector in (False, True) if corrector_kind is not Corrector.NONE else (False,):
         specs = derivative_specs(derivatives, new_point=1 if corrector else None)
         for k, (pts, _) in enumerate(specs, start=1):
             term_estimator = estimator if k == 1 and len(pts) == 1 else Estimator.TAYLOR
-            codes.append(_encode_term(corrector, prediction, k, term_estimator, len(pts)))
+            codes.append(_encode_term(k, term_estimator, len(pts)))
+            targets.append(_TARGETS.index((corrector, prediction)))
             slots.append(k - 1)  # past the step's derivatives (the corrector's extra one) the column reads 1.0
             points.append(pts)
-    return tuple(codes), tuple(slots), tuple(points)
+    return tuple(codes), tuple(targets), tuple(slots), tuple(points)
 
 
 def _refuse(bs: np.ndarray, schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> NoReturn:
@@ -375,27 +387,23 @@ def _fill_first(out: DensePlans, h_z_scale: np.ndarray, prediction: Prediction, 
     out.implicit[cb, ca] = implicit[corrected]
 
 
-def _fill_term(out: DensePlans, h_z_scale: np.ndarray, key: tuple[bool, Prediction, int, Estimator, int],
+def _fill_term(weights: np.ndarray, h_z_scale: np.ndarray, key: tuple[int, Estimator, int], targets: np.ndarray,
                bs: np.ndarray, at: np.ndarray, offsets: np.ndarray, relaxations: np.ndarray, lam: np.ndarray,
                schedules: Sequence[Schedule], noise_schedule: NoiseSchedule) -> None:
-    """One kind of derivative term (``key``: corrector, prediction, k, estimator, points) of steps ``at`` of
-    schedules ``bs``, from the points ``offsets`` [members, points] (from each step's start; 1 is its end), added
-    to their weights."""
-    corrector, prediction, k, estimator, _ = key
+    """One kind of derivative term (``key``: k, estimator, points) of steps ``at`` of schedules ``bs``, from the
+    points ``offsets`` [members, points] (from each step's start; 1 is its end), added to the weights of each
+    member's target (``weights[targets]``: predictor or corrector, data or noise)."""
+    k, estimator, _ = key
     h, z, scale = h_z_scale[:, bs, at]
     r = [(lam[bs, at + offsets[:, m]] - lam[bs, at]) / h for m in range(offsets.shape[1])]
     if not all(np.isfinite(o).all() for o in r):
         _refuse(bs, schedules, noise_schedule)
     a = derivative_weights(r, k)
     coeff = derivative_coefficient(estimator, k, len(r), scale, h, z) * relaxations
-    if corrector:
-        target = out.corrector_data if prediction is Prediction.DATA else out.corrector_noise
-    else:
-        target = out.data if prediction is Prediction.DATA else out.noise
     for m in range(offsets.shape[1]):
         w = coeff * a[m]
-        np.add.at(target, (bs, at, at + offsets[:, m]), w)  # terms and points on the same point add up
-        np.add.at(target, (bs, at, at), -w)
+        np.add.at(weights, (targets, bs, at, at + offsets[:, m]), w)  # terms and points on the same point add up
+        np.add.at(weights, (targets, bs, at, at), -w)
 
 
 def _fill_structure(out: DensePlans, members: list, lam: np.ndarray, corrector: bool, schedules: Sequence[Schedule],
