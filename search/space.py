@@ -234,7 +234,7 @@ class SearchSpace:
 
     def _layout(self, genome: Genome) -> _Layout:
         slots = genome.slots
-        widths = [math.exp(float(np.clip(w, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE))) for w in genome.log_widths]
+        widths = [math.exp(_clamp(w, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE)) for w in genome.log_widths]
         first, out_widths, implicit = [], [], []
         i = 0
         while i < slots:
@@ -272,7 +272,7 @@ class SearchSpace:
 
     def _end_time(self, end: float) -> float:
         lo, hi = self._end_range
-        u = float(np.clip(end, 0.0, 1.0))
+        u = _clamp(end, 0.0, 1.0)
         if lo > 0:
             return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
         return lo + u * (hi - lo)
@@ -313,7 +313,7 @@ class SearchSpace:
             base = template.derivatives[d - 1] if use_template else default
             points = _legal_points(gene.points[d - 1], d, k, self.spec.max_points) if free_points else base.active_points
             lo, hi = self.spec.relaxation
-            relaxation = float(np.clip(gene.relaxations[d - 1], lo, hi)) if free_relax else base.relaxation
+            relaxation = _clamp(gene.relaxations[d - 1], lo, hi) if free_relax else base.relaxation
             out.append(Derivative(points, relaxation))
         return tuple(out)
 
@@ -333,7 +333,7 @@ class SearchSpace:
             bounds = np.concatenate([lam, [max(self._lambda_stop, lam[-1] + 1e-6)]])
         else:
             lo, hi = self._end_range
-            t_end = float(np.clip(times[-1], lo, hi))
+            t_end = _clamp(times[-1], lo, hi)
             end = (math.log(t_end / lo) / math.log(hi / lo)) if lo > 0 else (t_end - lo) / (hi - lo)
             bounds = np.concatenate([lam, [float(ns.lambda_(times[-1]))]])
         widths = np.maximum(np.diff(bounds), 1e-9)
@@ -355,7 +355,7 @@ class SearchSpace:
                 else log_widths[0:1]
             genes = genes[1:] if len(genes) > 1 else genes
         mean = float(np.mean(log_widths))
-        centred = tuple(float(np.clip(w - mean, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE)) for w in log_widths)
+        centred = tuple(_clamp(w - mean, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE) for w in log_widths)
         nfe = len(genes) - (analytic is not None)
         return Genome(nfe, centred, tuple(genes), end, analytic)
 
@@ -436,13 +436,13 @@ class SearchSpace:
         noise = rng.normal(0.0, sigma, size=genome.slots) * (rng.random(genome.slots) < 0.5)
         if not noise.any():
             noise[int(rng.integers(genome.slots))] = rng.normal(0.0, sigma)
-        widths = tuple(float(np.clip(w + z, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE)) for w, z in zip(genome.log_widths, noise))
+        widths = tuple(_clamp(w + z, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE) for w, z in zip(genome.log_widths, noise))
         return replace(genome, log_widths=widths)
 
     def _mutate_end(self, genome: Genome, rng: np.random.Generator) -> Genome:
         if genome.end is None or rng.random() < 0.2:
             return replace(genome, end=None if genome.end is not None else float(rng.random()))
-        return replace(genome, end=float(np.clip(genome.end + rng.normal(0.0, 0.2), 0.0, 1.0)))
+        return replace(genome, end=_clamp(genome.end + rng.normal(0.0, 0.2), 0.0, 1.0))
 
     def _mutate_analytic(self, genome: Genome, rng: np.random.Generator) -> Genome:
         options = [a for a in self.spec.analytic if a is not genome.analytic]
@@ -549,12 +549,12 @@ class SearchSpace:
             return None
         if self.free("times"):
             for i, w in enumerate(genome.log_widths):
-                put(f"w{i}", float(np.clip(w, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE)),
+                put(f"w{i}", _clamp(w, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE),
                     FloatDistribution(-LOG_WIDTH_RANGE, LOG_WIDTH_RANGE))
         if self.free("end_time"):
             put("end_at_data", genome.end is None, CategoricalDistribution([True, False]))
             if genome.end is not None:
-                put("end", float(np.clip(genome.end, 0.0, 1.0)), FloatDistribution(0.0, 1.0))
+                put("end", _clamp(genome.end, 0.0, 1.0), FloatDistribution(0.0, 1.0))
         lo, hi = spec.relaxation
         for i, gene in enumerate(genome.genes):
             ok = True
@@ -577,13 +577,18 @@ class SearchSpace:
                     points = ",".join(map(str, sorted(legal, reverse=True)))
                     ok &= put(f"pts{i}_{d}", points, CategoricalDistribution(_point_choices(d, window)))
                 if self.free("relaxation"):
-                    put(f"relax{i}_{d}", float(np.clip(gene.relaxations[d - 1], lo, hi)), FloatDistribution(lo, hi))
+                    put(f"relax{i}_{d}", _clamp(gene.relaxations[d - 1], lo, hi), FloatDistribution(lo, hi))
             if not ok:
                 return None
         return params, dists
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    """``x`` clipped into [lo, hi] (as ``np.clip``, for one number without its cost)."""
+    return float(min(max(x, lo), hi))
 
 
 def _choice(rng: np.random.Generator, options: Sequence[Any]) -> Any:
@@ -668,7 +673,7 @@ def _resize(genome: Genome, slots: int, rng: np.random.Generator, space: SearchS
     while len(genes) > slots and len(genes) > 1:
         i = int(rng.integers(1, len(genes))) if len(genes) > 1 else 0
         merged = math.log(math.exp(widths[i - 1]) + math.exp(widths[i]))
-        widths[i - 1:i + 1] = [float(np.clip(merged, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE))]
+        widths[i - 1:i + 1] = [_clamp(merged, -LOG_WIDTH_RANGE, LOG_WIDTH_RANGE)]
         del genes[i]
     return replace(genome, log_widths=tuple(widths), genes=tuple(genes))
 
