@@ -14,9 +14,9 @@ held-out trials at τ 0.714 against 0.697 for one (``benchmarks/predictor.py``; 
 rank as well as 128 there, 0.714 vs 0.717, at a quarter of the cost).
 
 With ``probe`` (the default) each step's features include the schedule's error on Gaussian data
-(:mod:`.probe`), the sampler's own recursion run for the whole batch at once (0.05–0.08 ms per
-schedule among 10,000); it is what lifts the ranking most (one network 0.629 → 0.697 on the same
-digits trials).
+(:mod:`.probe`), the sampler's own recursion run for the whole batch at once; it is what lifts the
+ranking most (one network 0.629 → 0.697 on the same digits trials). One network ranks 10,000 new
+candidates in about 0.4 s on the 2-core CPU, encoding included (``benchmarks/predictor.py --sections speed``).
 
 Given the model's measured ``spectrum`` (:mod:`.spectrum`), each step's features also include its errors on
 the model's own sensitivity curves: one network 0.697 → 0.733, five 0.714 → 0.754 on the same trials.
