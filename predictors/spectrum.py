@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from schedsearch.solvers import DiffusionModel, baseline
+from schedsearch.solvers import DiffusionModel, SolverError, baseline
 from schedsearch.solvers.sampler import sample
 
 #: eigenvalue quantiles measured (each one curve over λ)
@@ -122,11 +122,16 @@ def measure_spectrum(model: DiffusionModel, noise: torch.Tensor, cond: Any = Non
 def model_spectrum(model: DiffusionModel, seed: int, guidance_scale: float | None = None, draws: int = 4
                    ) -> ModelSpectrum:
     """:func:`measure_spectrum` from ``draws`` initial noises drawn from ``seed`` (class labels 0, 1, … for a
-    class-conditional model), the start vectors from the same seed."""
+    class-conditional model), the start vectors from the same seed. A model it cannot be measured on (a user's
+    network that refuses the batch, guidance without an unconditional input) raises :class:`SolverError` with the
+    cause's message."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn((draws, *model.sample_shape), generator=generator, dtype=model.state_dtype)
     labels = None if not model.num_classes else torch.arange(draws) % model.num_classes
-    return measure_spectrum(model, noise, labels, guidance_scale, generator=generator)
+    try:
+        return measure_spectrum(model, noise, labels, guidance_scale, generator=generator)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise SolverError(str(exc)) from exc
 
 
 def _quantiles(fn: Any, x: torch.Tensor, qs: np.ndarray, exact_limit: int, lanczos_steps: int,

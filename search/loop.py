@@ -186,7 +186,7 @@ class SearchRun:
         self.progress.on_note(f"measuring the model's spectrum for the predictor ({SPECTRUM_DRAWS} draws)")
         try:
             return model_spectrum(self.model, self.config.seed, self.config.guidance_scale, SPECTRUM_DRAWS)
-        except (SolverError, RuntimeError, ValueError, TypeError) as exc:
+        except SolverError as exc:
             raise SearchError(f"strategy.options.spectrum: the model's spectrum cannot be measured ({exc}); "
                               "set spectrum: false") from None
 

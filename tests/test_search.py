@@ -166,3 +166,20 @@ def test_noise_sets_that_changed_are_refused(tmp_path, engine):
     store.close()
     with pytest.raises(SearchError, match="noise sets drawn now differ from the stored ones"):
         run(config(budget=12), url, engine)
+
+
+def test_a_guided_search_whose_model_spectrum_cannot_be_measured_stops_with_one_line(tmp_path):
+    """The search loop's spectrum measurer (what the guided strategy calls at its first fit) turns the model's
+    refusal into a SearchError naming the option to turn off."""
+    config = parse_config({"name": "g", "model": "builtin:gmm-ring", "nfe": [4], "budget": 10, "seed": 0,
+                           "guidance_scale": 2.0, "strategy": {"name": "guided", "options": {"spectrum": True}}})
+    store = TrialStore.open(f"sqlite:///{tmp_path / 'trials.db'}")
+    try:
+        run = SearchRun(config, store, LocalEngine(config.evaluation_spec()))
+        with pytest.raises(SearchError) as err:
+            run._measure_spectrum()  # the mixture has no unconditional input for guidance
+    finally:
+        store.close()
+    message = str(err.value)
+    assert message.startswith("strategy.options.spectrum: the model's spectrum cannot be measured (guidance_scale")
+    assert message.endswith("set spectrum: false") and "\n" not in message

@@ -84,7 +84,7 @@ def _spectrum(args: argparse.Namespace, search: Any, model: Any) -> Any:
         return None
     try:
         return model_spectrum(model, int(search.config.get("seed", 0)), _guidance(search), SPECTRUM_DRAWS)
-    except (SolverError, RuntimeError, ValueError, TypeError) as exc:
+    except SolverError as exc:
         print(f"schedsearch: note: the model's spectrum cannot be measured ({exc}); ranking without it",
               file=sys.stderr)
         return None
