@@ -11,12 +11,15 @@ diversity (every slot draws its own parents) while the predictor picks among man
 The first ``initial`` proposals are random schedules; the baselines, measured first, are the rest
 of what the first fit learns from. The predictor reads each schedule's errors on Gaussian data
 (``probe``, :mod:`schedsearch.predictors.probe`): with them a fit on a few dozen trials already ranks
-well enough to screen 64 children per proposal (gmm-8d NFE 4, ``benchmarks/search_strategies.py``). With
+well enough to screen 256 children per proposal (gmm-8d NFE 4, ``benchmarks/search_strategies.py``: on 10 seeds
+the default 2,048 candidates per round reached 1.1x evolution's mean final best on 8 of them, after 102 ± 15 evaluations,
+with held-out bests a third lower than at 512; breeding and ranking 2,048 children takes about 1 s a round of 8
+proposals on the 2-core CPU, from ``benchmarks/predictor.py --sections speed``'s figures). With
 ``spectrum`` and a model to measure, it also reads each schedule's errors on the model's own sensitivity
 (:mod:`schedsearch.predictors.spectrum`), measured once at the first fit (``measure_spectrum``, given by the
 search loop) and kept in every checkpoint. That lifts τ on 2,000 digits trials, but not the search: fitted on
 a few dozen trials, gmm-8d NFE 4 reached evolution's target within 150 evaluations on 2 of 5 seeds with it,
-4 of 5 without; so it is off by default.
+4 of 5 without (at 512 candidates); so it is off by default.
 
 The round's queue is part of the strategy's state, and a fit is a pure function of the
 observations and the strategy's seed, so a resumed search proposes what the uninterrupted one
@@ -58,7 +61,7 @@ class PredictorGuided(Strategy):
     artifact_kinds = (PREDICTOR_ARTIFACT,)
 
     def __init__(self, space: SearchSpace, rng: np.random.Generator, initial: int = 4, round_size: int = 8,
-                 candidates: int = 512, explore: float = 0.1, top: int = 15, crossover_rate: float = 0.5,
+                 candidates: int = 2048, explore: float = 0.1, top: int = 15, crossover_rate: float = 0.5,
                  epochs: int = 200, kind: str = "pool", hidden: int = 64, ensemble: int = 1, probe: bool = True,
                  spectrum: bool = False, measure_spectrum: Callable[[], ModelSpectrum] | None = None) -> None:
         super().__init__(space, rng)
