@@ -461,6 +461,13 @@ class SearchSpace:
         slots = nfe + (genome.analytic is not None and self.free("analytic_first_step"))
         return replace(_resize(genome, slots, rng, self), nfe=nfe)
 
+    def with_analytic(self, genome: Genome, analytic: AnalyticFirstStep | None, rng: np.random.Generator) -> Genome:
+        """The genome with another analytical first step (a slot added or removed, as its mutation does)."""
+        if analytic not in self.spec.analytic or not self.free("analytic_first_step"):
+            raise SpaceError(f"analytic: {analytic} is not free in this space")
+        slots = genome.nfe + (analytic is not None)
+        return replace(_resize(genome, slots, rng, self), analytic=analytic)
+
     def crossover(self, a: Genome, b: Genome, rng: np.random.Generator) -> Genome:
         """S³ crossover: each key (times, end, each decision) from ``b`` with p = ½, then each slot's gene with p = ½."""
         child = a

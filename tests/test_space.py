@@ -55,6 +55,25 @@ def test_decoded_random_mutated_and_crossed_genomes_are_legal_with_the_asked_nfe
     assert space.decode(a).nfe == nfe and space.decode(space.with_nfe(b, nfe, rng)).nfe == nfe
 
 
+def test_a_genome_takes_each_analytical_first_step_and_keeps_its_nfe():
+    space = _space("continuous_vp", nfe=(4,))
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        genome = space.random(rng)
+        for analytic in space.spec.analytic:
+            other = space.with_analytic(genome, analytic, rng)
+            schedule = space.decode(other)
+            schedule.check_for(space.noise_schedule)
+            assert other.analytic is analytic and schedule.analytic_first_step is analytic and schedule.nfe == 4
+            assert other.slots == 4 + (analytic is not None)
+        if genome.analytic is not None:  # the same layout: the genome as it was
+            other = space.with_analytic(genome, genome.analytic, rng)
+            assert other == genome
+    fixed = _space("continuous_vp", free=("times",), nfe=(4,))
+    with pytest.raises(SpaceError, match="analytic: .* is not free"):
+        fixed.with_analytic(fixed.random(rng), AnalyticFirstStep.MEAN, rng)
+
+
 @pytest.mark.parametrize("free", SUBSETS, ids=lambda f: "+".join(f)[:30])
 def test_decoded_schedules_make_exactly_their_nfe_model_calls(free):
     network = CountingNetwork(MIXTURE.as_model(NOISE_SCHEDULES["continuous_vp"]).network)

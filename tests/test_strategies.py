@@ -169,3 +169,26 @@ def test_guided_resumes_with_its_stored_predictor_and_ranks_better_than_chance(t
     fresh = [s for s in (p.schedule for p in make_strategy("random", _space(), np.random.default_rng(11)).ask(200))
              if objective(s) is not None]
     assert kendall_tau(again.predict(fresh), [objective(s) for s in fresh]) > 0.1  # chance: 0 ± 0.06
+
+
+def test_guided_first_tries_the_best_schedule_so_far_with_each_other_analytical_first_step():
+    from schedsearch.solvers import AnalyticFirstStep
+
+    space = SearchSpace(SpaceSpec(nfe=(6,), correctors=("none", "pseudo")), NS, has_data_mean=True)
+    strategy = make_strategy("guided", space, np.random.default_rng(4), options={"initial": 4, "epochs": 20,
+                                                                                  "candidates": 64})
+    baselines = [make_strategy("random", space, np.random.default_rng(k)).ask(1)[0].schedule for k in range(6)]
+    baselines = [s for s in baselines if objective(s) is not None]
+    told = [Observation(k, s, objective(s), {}) for k, s in enumerate(baselines)]
+    strategy.tell(told)  # as the search loop tells its baselines before the first ask
+    best = min(told, key=lambda o: (o.objective, o.number))
+    proposals = strategy.ask(4)
+    others = [a for a in (None, AnalyticFirstStep.ZERO, AnalyticFirstStep.MEAN) if a is not best.schedule.analytic_first_step]
+    assert [p.meta["op"] for p in proposals] == ["transplant", "transplant", "random", "random"]
+    for p, analytic in zip(proposals, others):
+        assert p.meta["parents"] == [best.number] and p.schedule.analytic_first_step is analytic
+        # the best's steps (their prediction types), one slot added (its widest interval split) or removed (merged)
+        short, long = sorted(([st.prediction for st in p.schedule.steps], [st.prediction for st in best.schedule.steps]),
+                             key=len)
+        rest = iter(long)
+        assert all(any(g == h for h in rest) for g in short) and len(long) - len(short) <= 1
