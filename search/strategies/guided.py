@@ -13,12 +13,13 @@ other analytical first step, then random schedules; with the baselines they are 
 from. The analytical first step changes the layout of the times, so its species are tuned apart, and a
 predictor that has seen that step only on random schedules ranks it last: on gmm-8d the better species
 ("mean") is one mutation from the best baseline, yet guided seeds that never measured it stalled (seed 5 at
-3.35e-3 MMD; replayed, 11 of a slot's 256 children beat its best, all with the step added, ranked 120th-215th). The predictor reads each schedule's errors on Gaussian data
-(``probe``, :mod:`schedsearch.predictors.probe`): with them a fit on a few dozen trials already ranks
-well enough to screen 256 children per proposal (gmm-8d NFE 4, ``benchmarks/search_strategies.py``: on 10 seeds
-the defaults (2,048 candidates per round, the first proposals as above) reached 1.1x evolution's mean final best on
-all 10, after 76 ± 26 evaluations (8 within a third of evolution's 300; without the transplants 8 of 10, 102 ± 15),
-held-out best 0.00111 ± 0.00051 against evolution's 0.00137 ± 0.00073 after 300; breeding and ranking 2,048 children takes about 1 s a round of 8
+3.35e-3 MMD; replayed, 11 of a slot's 256 children beat its best, all with the step added, ranked 120th-215th).
+The predictor reads each schedule's errors on Gaussian data (``probe``, :mod:`schedsearch.predictors.probe`):
+with them a fit on a few dozen trials already ranks well enough to screen 256 children per proposal (gmm-8d
+NFE 4, ``benchmarks/search_strategies.py``: on 10 seeds the defaults (2,048 candidates per round, the first
+proposals as above) reached 1.1x evolution's mean final best on all 10, after 76 ± 26 evaluations (8 within a
+third of evolution's 300; with random first proposals 8 of 10, 102 ± 15), held-out best 0.00111 ± 0.00051
+against evolution's 0.00137 ± 0.00073 after 300; breeding and ranking 2,048 children takes about 1 s a round of 8
 proposals on the 2-core CPU, from ``benchmarks/predictor.py --sections speed``'s figures). With
 ``spectrum`` and a model to measure, it also reads each schedule's errors on the model's own sensitivity
 (:mod:`schedsearch.predictors.spectrum`), measured once at the first fit (``measure_spectrum``, given by the
