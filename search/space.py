@@ -445,10 +445,7 @@ class SearchSpace:
         return replace(genome, end=_clamp(genome.end + rng.normal(0.0, 0.2), 0.0, 1.0))
 
     def _mutate_analytic(self, genome: Genome, rng: np.random.Generator) -> Genome:
-        options = [a for a in self.spec.analytic if a is not genome.analytic]
-        new = _choice(rng, options)
-        slots = genome.nfe + (new is not None)
-        return replace(_resize(genome, slots, rng, self), analytic=new)
+        return self.with_analytic(genome, _choice(rng, [a for a in self.spec.analytic if a is not genome.analytic]), rng)
 
     def _mutate_nfe(self, genome: Genome, rng: np.random.Generator) -> Genome:
         options = [n for n in self.spec.nfe if abs(n - genome.nfe) == 1] or [n for n in self.spec.nfe if n != genome.nfe]

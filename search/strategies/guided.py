@@ -13,7 +13,8 @@ other analytical first step, then random schedules; with the baselines they are 
 from. The analytical first step changes the layout of the times, so its species are tuned apart, and a
 predictor that has seen that step only on random schedules ranks it last: on gmm-8d the better species
 ("mean") is one mutation from the best baseline, yet guided seeds that never measured it stalled (seed 5 at
-3.35e-3 MMD; replayed, 11 of a slot's 256 children beat its best, all with the step added, ranked 120th-215th).
+3.35e-3 MMD; replayed, 11 of a slot's 256 children beat its best; the six best, all with the step added,
+ranked 120th-215th).
 The predictor reads each schedule's errors on Gaussian data (``probe``, :mod:`schedsearch.predictors.probe`):
 with them a fit on a few dozen trials already ranks well enough to screen 256 children per proposal (gmm-8d
 NFE 4, ``benchmarks/search_strategies.py``: on 10 seeds the defaults (2,048 candidates per round, the first
